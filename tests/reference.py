@@ -1,0 +1,98 @@
+"""The reference implementation (transformers) and the fixtures made from it, for the tests.
+
+With transformers installed, tests compare with it live. Without it (a student's environment), they
+compare with tests/fixtures/*.safetensors, written from transformers by tests/make_fixtures.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minbert import BertConfig, BertModel
+from minbert.attention import extended_attention_mask
+from minbert.checkpoint import hf_to_minbert, minbert_to_hf
+from minbert.safetensors import load_safetensors
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# An odd shape on purpose: head size 16, intermediate not a multiple of anything, tiny vocab.
+TINY = dict(vocab_size=99, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+            intermediate_size=100, max_position_embeddings=40, type_vocab_size=2)
+SENTENCES = [
+    ("The quick brown fox jumps over the lazy dog.", None),
+    ("BERT reads in both directions!", "Does it, really?"),
+    ("un-believably unaffable : ) naïve café", None),
+    ("How do I learn PyTorch?", "What is the best way to learn PyTorch?"),
+]
+
+try:
+    import transformers  # noqa: F401
+    HAVE_TRANSFORMERS = True
+except ImportError:
+    HAVE_TRANSFORMERS = False
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+def tiny_inputs(seed: int = 0, B: int = 3, T: int = 11) -> dict[str, torch.Tensor]:
+    """Random ids with padding (row 1 has 4 pad positions, row 2 has 7) and both segments."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, TINY["vocab_size"], (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, T - 4:] = 0
+    mask[2, T - 7:] = 0
+    ids = ids * mask  # pad id 0 on padding
+    types = torch.zeros(B, T, dtype=torch.long)
+    types[:, T // 2:] = 1
+    types = types * mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def hf_model_from(model: BertModel, attn_implementation: str = "eager"):
+    """A transformers BertModel holding exactly `model`'s weights (live reference)."""
+    from transformers import BertConfig as HFConfig
+    from transformers import BertModel as HFBert
+    cfg = HFConfig(**model.config.to_dict(), attn_implementation=attn_implementation)
+    hf = HFBert(cfg)
+    missing, unexpected = hf.load_state_dict(minbert_to_hf(model.state_dict(), model.config), strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return hf.eval()
+
+
+@torch.no_grad()
+def hf_intermediates(hf, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Embeddings, the first attention block, the first layer, and the whole model, from transformers."""
+    emb = hf.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
+    mask = extended_attention_mask(inputs["attention_mask"], emb.dtype)  # (B, 1, 1, T) additive, as HF eager
+    attn = hf.encoder.layer[0].attention(emb, attention_mask=mask)[0]
+    layer = hf.encoder.layer[0](emb, attention_mask=mask)
+    layer = layer[0] if isinstance(layer, tuple) else layer
+    out = hf(**inputs)
+    return {"embeddings": emb, "attention": attn, "layer": layer,
+            "last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+
+
+def tiny_reference(attn_implementation: str = "manual") -> tuple[BertModel, dict, dict]:
+    """(our model with the fixture's weights, inputs, expected intermediates) from the stored fixture."""
+    cfg = BertConfig(**json.loads((FIXTURES / "tiny_config.json").read_text()),
+                     attn_implementation=attn_implementation)
+    t = load_safetensors(FIXTURES / "tiny_reference.safetensors")
+    model = BertModel(cfg).eval()
+    weights = {k[len("weights."):]: v for k, v in t.items() if k.startswith("weights.")}
+    model.load_state_dict(hf_to_minbert(weights, model))
+    inputs = {k[len("inputs."):]: v for k, v in t.items() if k.startswith("inputs.")}
+    expected = {k[len("expected."):]: v for k, v in t.items() if k.startswith("expected.")}
+    return model, inputs, expected
+
+
+@torch.no_grad()
+def our_intermediates(model: BertModel, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    emb = model.embeddings(inputs["input_ids"], inputs["token_type_ids"])
+    mask = extended_attention_mask(inputs["attention_mask"], emb.dtype)
+    layer0 = model.layers[0]
+    attn = layer0.ln1(emb + layer0.attn(emb, mask))  # attention block = HF's BertAttention
+    out = model(**inputs)
+    return {"embeddings": emb, "attention": attn, "layer": layer0(emb, mask), **out}
