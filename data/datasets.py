@@ -1,0 +1,251 @@
+"""
+Loaders for the CS224N minBERT data files (tab-separated, one header row).
+
+Every file starts with an unnamed row-index column, and the test-student files of SST and
+CFIMDB have a second, extra leading index column, so columns are always read by *name*, never
+by position. Fields may be quoted with doubled inner quotes (Quora), so we use the csv module
+rather than `line.split("\t")`, which silently breaks those rows.
+
+An example is a plain dict:
+    single-sentence tasks (sst, cfimdb): {"id", "sentence"}             (+ "label")
+    sentence-pair tasks   (quora, sts):  {"id", "sentence1", "sentence2"} (+ "label")
+"label" is an int for sst (0..4), cfimdb and quora (0/1) and a float for sts (0.0..5.0);
+test splits have no labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "MINBERT_DATA_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class DataError(ValueError):
+    """A data file is malformed (bad encoding, wrong header, or a bad row)."""
+
+
+class Loaded(NamedTuple):
+    examples: list[dict]
+    n_skipped: int  # bad rows dropped because skip_bad=True (always 0 otherwise)
+
+
+def _number(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise ValueError(f"label {s!r} is not a number") from None
+
+
+def _int_label(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        # Quora writes its 0/1 labels as floats ("1.0"), so accept integral floats too.
+        x = _number(s)
+        if not (x.is_integer() and lo <= x <= hi):
+            raise ValueError(f"label {s!r} is not an integer in {lo}..{hi}")
+        return int(x)
+    return parse
+
+
+def _float_label(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(s: str) -> float:
+        x = _number(s)
+        if not (math.isfinite(x) and lo <= x <= hi):
+            raise ValueError(f"label {s!r} is not a number in {lo}..{hi}")
+        return x
+    return parse
+
+
+class TaskSpec(NamedTuple):
+    prefix: str  # file name prefix: {prefix}-train.csv, {prefix}-dev.csv, {prefix}-test-student.csv
+    text_columns: tuple[str, ...]
+    label_column: str
+    parse_label: Callable[[str], int | float]
+
+
+TASKS: dict[str, TaskSpec] = {
+    "sst": TaskSpec("ids-sst", ("sentence",), "sentiment", _int_label(0, 4)),
+    "quora": TaskSpec("quora", ("sentence1", "sentence2"), "is_duplicate", _int_label(0, 1)),
+    "sts": TaskSpec("sts", ("sentence1", "sentence2"), "similarity", _float_label(0.0, 5.0)),
+    "cfimdb": TaskSpec("ids-cfimdb", ("sentence",), "sentiment", _int_label(0, 1)),
+}
+SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
+PAIR_TASKS = frozenset(t for t, spec in TASKS.items() if len(spec.text_columns) == 2)
+# The three tasks of the multitask model; cfimdb is only used in the single-task part 1.
+DEFAULT_TASKS = ("sst", "quora", "sts")
+
+
+def task_file(task: str, split: str) -> str:
+    """File name of a task's split, e.g. task_file("sst", "test") -> "ids-sst-test-student.csv"."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    return f"{TASKS[task].prefix}-{SPLITS[split]}.csv"
+
+
+def all_files(tasks: Iterable[str] = tuple(TASKS)) -> list[str]:
+    """Every file name of the given tasks, all splits."""
+    return [task_file(t, s) for t in tasks for s in SPLITS]
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no such data file (pass --data-dir, set ${ENV_VAR}, "
+            f"or fetch the files with `python data/download.py`)") from None
+    if not raw.strip():
+        raise DataError(f"{path}: file is empty (expected a tab-separated header row)")
+    try:
+        return raw.decode("utf-8-sig")  # -sig: some editors (Excel, Notepad) prepend a BOM
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte {raw[e.start]:#04x} at "
+                        f"offset {e.start}); re-save the file as UTF-8") from None
+
+
+def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None,
+          skip_bad: bool) -> Loaded:
+    path = Path(path)
+    text = _read_text(path)
+    # newline="" keeps the csv module in charge of line endings, so CRLF files and newlines
+    # inside quoted fields both work.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    header = next(reader)
+    columns = [c.strip() for c in header]
+    has_label = spec.label_column in columns if split_has_labels is None else split_has_labels
+    expected = ["id", *spec.text_columns] + ([spec.label_column] if has_label else [])
+    missing = [c for c in expected if c not in columns]
+    if missing:
+        # Name the label column even when it is optional, so a misnamed one is easy to spot.
+        wanted = expected if has_label else expected + [spec.label_column]
+        optional = "" if has_label else f" ({spec.label_column!r} only in labelled splits)"
+        raise DataError(f"{path}: line 1: header lacks column(s) {missing}; found {columns}, "
+                        f"expected {wanted}{optional} plus unnamed index columns")
+    where = {c: columns.index(c) for c in expected}
+
+    examples: list[dict] = []
+    n_skipped = 0
+    start = reader.line_num + 1  # 1-based file line where the next row begins
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a runaway quote swallowing the rest of the file
+            raise DataError(f"{path}: line {start}: {e}") from None
+        line, start = start, reader.line_num + 1
+        if not row or row == [""]:
+            continue  # blank line, e.g. a trailing newline typed twice
+        try:
+            examples.append(_parse_row(row, columns, where, spec, has_label))
+        except ValueError as e:
+            if not skip_bad:
+                raise DataError(f"{path}: line {line}: {e} (pass skip_bad=True to drop such "
+                                f"rows)") from None
+            n_skipped += 1
+            log.debug("%s: line %d: skipped: %s", path, line, e)
+    if n_skipped:
+        log.warning("%s: skipped %d bad row(s) out of %d", path, n_skipped,
+                    n_skipped + len(examples))
+    return Loaded(examples, n_skipped)
+
+
+def _parse_row(row: list[str], columns: list[str], where: dict[str, int], spec: TaskSpec,
+               has_label: bool) -> dict:
+    if len(row) != len(columns):
+        # Too few: a field is missing. Too many: an unquoted tab inside a sentence shifted the
+        # columns, so the "label" we would read is really text.
+        raise ValueError(f"row has {len(row)} fields, header has {len(columns)}")
+    ex = {"id": row[where["id"]].strip()}
+    if not ex["id"]:
+        raise ValueError("empty id")
+    for c in spec.text_columns:
+        ex[c] = row[where[c]].strip()
+        if not ex[c]:
+            raise ValueError(f"empty {c}")
+    if has_label:
+        s = row[where[spec.label_column]].strip()
+        try:
+            ex["label"] = spec.parse_label(s)
+        except ValueError as e:
+            raise ValueError(f"{spec.label_column}: {e}") from None
+    return ex
+
+
+def load_sst(path: str | os.PathLike, split_has_labels: bool | None = None,
+             skip_bad: bool = False) -> Loaded:
+    """SST-5 sentences with labels 0..4. split_has_labels=None: labelled iff the header has
+    a `sentiment` column. Bad rows raise DataError (file + line) unless skip_bad=True."""
+    return _load(path, TASKS["sst"], split_has_labels, skip_bad)
+
+
+def load_quora(path: str | os.PathLike, split_has_labels: bool | None = None,
+               skip_bad: bool = False) -> Loaded:
+    """Quora question pairs; `is_duplicate` (written 0.0/1.0) becomes an int 0/1."""
+    return _load(path, TASKS["quora"], split_has_labels, skip_bad)
+
+
+def load_sts(path: str | os.PathLike, split_has_labels: bool | None = None,
+             skip_bad: bool = False) -> Loaded:
+    """STS-B sentence pairs; `similarity` is a float in [0, 5]."""
+    return _load(path, TASKS["sts"], split_has_labels, skip_bad)
+
+
+def load_cfimdb(path: str | os.PathLike, split_has_labels: bool | None = None,
+                skip_bad: bool = False) -> Loaded:
+    """CFIMDB movie reviews with binary sentiment 0/1."""
+    return _load(path, TASKS["cfimdb"], split_has_labels, skip_bad)
+
+
+def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None,
+              skip_bad: bool = False) -> Loaded:
+    """Load one split ("train" | "dev" | "test") of a task ("sst" | "quora" | "sts" | "cfimdb").
+    Train and dev must carry labels; test has none. data_dir: see find_data_dir."""
+    name = task_file(task, split)
+    root = find_data_dir(data_dir, required=[name])
+    return _load(root / name, TASKS[task], split != "test", skip_bad)
+
+
+# ----------------------------------------------------------------------------- locating
+
+def find_data_dir(data_dir: str | os.PathLike | None = None,
+                  required: Iterable[str] | None = None) -> Path:
+    """The directory holding the data files. Order: the argument, else ${MINBERT_DATA_DIR},
+    else ../shared/data next to the repo, else ./data-files. An explicit argument or env var is
+    used as given (no silent fallback); the defaults are tried in order. `required`: file names
+    that must be present (default: every split of sst, quora and sts)."""
+    required = list(required) if required is not None else all_files(DEFAULT_TASKS)
+    if data_dir is not None:
+        candidates, source = [Path(data_dir)], "--data-dir"
+    elif os.environ.get(ENV_VAR):
+        candidates, source = [Path(os.environ[ENV_VAR])], f"${ENV_VAR}"
+    else:
+        candidates = [REPO_ROOT.parent / "shared" / "data", Path.cwd() / "data-files"]
+        if REPO_ROOT / "data-files" != candidates[-1]:
+            candidates.append(REPO_ROOT / "data-files")
+        source = "default locations"
+
+    problems = []
+    for d in candidates:
+        missing = [f for f in required if not (d / f).is_file()]
+        if d.is_dir() and not missing:
+            return d
+        what = "does not exist" if not d.is_dir() else f"lacks {', '.join(missing)}"
+        problems.append(f"  {d}: {what}")
+    raise FileNotFoundError(
+        f"no data directory with the needed files ({source}):\n" + "\n".join(problems) +
+        f"\nPass --data-dir DIR or set {ENV_VAR}=DIR to a folder with the course files, "
+        f"or download them with `python data/download.py --out data-files`.")

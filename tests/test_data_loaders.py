@@ -1,0 +1,251 @@
+"""Loaders of the CS224N tab-separated files: quirks, bad rows, data-dir lookup, real files."""
+import csv
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import data.datasets as datasets
+from data.datasets import (DataError, all_files, find_data_dir, load_cfimdb, load_quora,
+                           load_sst, load_sts, load_task, task_file)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
+COURSE, BAD = FIXTURES / "course", FIXTURES / "bad"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts, "cfimdb": load_cfimdb}
+
+
+def reference_rows(path: Path) -> list[dict]:
+    """The csv module's own reading of a file, as the oracle for what the loaders return."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+# ----------------------------------------------------------------------------- course fixtures
+
+@pytest.mark.parametrize("task", sorted(LOADERS))
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_fixture_splits_match_csv_module_reading(task, split):
+    spec = datasets.TASKS[task]
+    path = COURSE / task_file(task, split)
+    rows = reference_rows(path)
+    loaded = load_task(task, split, COURSE)
+    assert loaded.n_skipped == 0
+    assert len(loaded.examples) == len(rows) > 0
+    for ex, row in zip(loaded.examples, rows):
+        assert ex["id"] == row["id"]
+        for c in spec.text_columns:
+            assert ex[c] == row[c].strip() and ex[c]
+        if split == "test":
+            assert "label" not in ex
+        else:
+            assert ex["label"] == float(row[spec.label_column])
+            assert type(ex["label"]) is (float if task == "sts" else int)
+
+
+def test_sst_text_is_kept_as_given_except_outer_whitespace():
+    ex = load_sst(COURSE / "ids-sst-train.csv").examples
+    assert ex[0]["sentence"] == "The Rock is destined to be the 21st Century 's new `` Conan '' ."
+    assert ex[2]["sentence"].startswith("-LRB- A -RRB- n't")  # PTB tokens untouched
+    assert sorted(e["label"] for e in ex) == [0, 1, 2, 3, 4]
+
+
+def test_test_student_extra_leading_column_is_ignored():
+    ex = load_sst(COURSE / "ids-sst-test-student.csv").examples
+    assert [e["id"] for e in ex] == ["sst0000000000000000000te0", "sst0000000000000000000te1"]
+    assert ex[0] == {"id": "sst0000000000000000000te0",
+                     "sentence": "Effective but too-tepid biopic"}
+
+
+def test_quora_doubled_quotes_are_unescaped_and_crlf_is_dropped():
+    raw = (COURSE / "quora-train.csv").read_bytes()
+    assert b"\r\n" in raw  # the fixture really is CRLF, like the real Quora files
+    ex = load_quora(COURSE / "quora-train.csv").examples
+    assert ex[2]["sentence1"] == '"Which is correct: do I need ""the"" here?"'
+    assert ex[2]["sentence2"] == 'Is ""the"" needed here?'  # unquoted field: quotes literal
+    naive = raw.decode().splitlines()[3].split("\t")[2]
+    assert naive != ex[2]["sentence1"]  # why the csv module is needed
+    assert [e["label"] for e in ex] == [1, 0, 1, 0]
+    assert not any("\r" in v for e in ex for v in map(str, e.values()))
+
+
+def test_split_has_labels_overrides_header_detection():
+    ex = load_sst(COURSE / "ids-sst-dev.csv", split_has_labels=False).examples
+    assert all("label" not in e for e in ex)
+    with pytest.raises(DataError, match=r"sentiment"):
+        load_sst(COURSE / "ids-sst-test-student.csv", split_has_labels=True)
+
+
+def test_bom_crlf_and_trailing_blank_lines_are_handled():
+    # Re-saved by a spreadsheet: BOM, CRLF, no index column, so the BOM sits right before "id".
+    assert (BAD / "sst-bom-crlf.csv").read_bytes().startswith(b"\xef\xbb\xbfid\t")
+    loaded = load_sst(BAD / "sst-bom-crlf.csv")
+    assert [e["id"] for e in loaded.examples] == ["bom1", "bom2"]
+    assert [e["label"] for e in loaded.examples] == [3, 1]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+BAD_CASES = {  # file, loader, first bad line, every bad line, ids of the good rows
+    "sst": ("sst-bad-rows.csv", load_sst, [3, 4, 5, 6, 8, 9], ["ok1", "ok2"]),
+    "quora": ("quora-bad-rows.csv", load_quora, [3, 4, 5], ["ok1", "ok2"]),
+    "sts": ("sts-bad-rows.csv", load_sts, [3, 4, 5, 6], ["ok1"]),
+    "cfimdb": ("cfimdb-multiline.csv", load_cfimdb, [6], ["multi", "ok"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_row_raises_data_error_naming_file_and_line(case):
+    name, loader, bad_lines, _ = BAD_CASES[case]
+    with pytest.raises(DataError) as e:
+        loader(BAD / name)
+    msg = str(e.value)
+    assert name in msg and f"line {bad_lines[0]}:" in msg and "skip_bad" in msg
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # no inner traceback
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_skip_bad_drops_and_counts_every_bad_row(case, caplog):
+    name, loader, bad_lines, good_ids = BAD_CASES[case]
+    caplog.set_level(logging.DEBUG, logger="data.datasets")
+    loaded = loader(BAD / name, skip_bad=True)
+    assert loaded.n_skipped == len(bad_lines)
+    assert [e["id"] for e in loaded.examples] == good_ids
+    logged = [int(m) for m in re.findall(r"line (\d+): skipped", caplog.text)]
+    assert logged == bad_lines
+
+
+def test_bad_row_messages_say_what_is_wrong():
+    def error(line: str) -> str:
+        spec = datasets.TASKS["sst"]
+        cols = ["", "id", "sentence", "sentiment"]
+        where = {c: cols.index(c) for c in ["id", "sentence", "sentiment"]}
+        with pytest.raises(ValueError) as e:
+            datasets._parse_row(line.split("\t"), cols, where, spec, True)
+        return str(e.value)
+    assert "3 fields" in error("0\tx\t A film .")
+    assert "empty sentence" in error("0\tx\t  \t1")
+    assert "not a number" in error("0\tx\t A film .\tgood")
+    assert "0..4" in error("0\tx\t A film .\t7")
+    assert "0..4" in error("0\tx\t A film .\t2.5")
+
+
+def test_cfimdb_multiline_quoted_review_is_one_example():
+    ex = load_cfimdb(BAD / "cfimdb-multiline.csv", skip_bad=True).examples
+    assert ex[0]["sentence"] == "First line of a review\nsecond line\nthird line ."
+
+
+def test_wrong_header_lists_found_and_expected_columns():
+    with pytest.raises(DataError) as e:
+        load_sst(BAD / "sst-wrong-header.csv")
+    msg = str(e.value)
+    assert "sst-wrong-header.csv" in msg and "line 1" in msg
+    assert "'text'" in msg and "'label'" in msg  # found
+    assert "'sentence'" in msg and "'sentiment'" in msg  # expected
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"\tid\tsentence\tsentiment\n0\ta\t fine .\t1\n1\tb\t caf\xe9 .\t2\n")
+    with pytest.raises(DataError, match=r"latin1\.csv: line 3: not valid UTF-8"):
+        load_sst(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \r\n"])
+def test_empty_file_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"empty\.csv: file is empty"):
+        load_sst(path)
+
+
+def test_csv_module_errors_become_data_errors(tmp_path):
+    # an opening quote never closed: the "field" runs on past the csv module's size limit
+    path = tmp_path / "runaway.csv"
+    path.write_text("\tid\tsentence\tsentiment\n0\ta\t fine .\t1\n1\tb\t\"oops\t2\n"
+                    + "x\n" * 70_000)
+    with pytest.raises(DataError, match=r"runaway\.csv: line 3: field larger than"):
+        load_sst(path, skip_bad=True)
+
+
+def test_header_only_file_loads_zero_examples(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("\tid\tsentence\tsentiment\n")
+    assert load_sst(path) == ([], 0)
+
+
+def test_missing_file_points_to_download_script(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data/download\.py"):
+        load_sst(tmp_path / "nope.csv")
+
+
+def test_unknown_task_or_split_is_rejected():
+    with pytest.raises(ValueError, match="unknown task"):
+        load_task("mnli", "train", COURSE)
+    with pytest.raises(ValueError, match="unknown split"):
+        load_task("sst", "validation", COURSE)
+
+
+# ----------------------------------------------------------------------------- find_data_dir
+
+def test_find_data_dir_explicit_argument_wins_over_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINBERT_DATA_DIR", str(tmp_path))
+    assert find_data_dir(COURSE) == COURSE
+
+
+def test_find_data_dir_uses_env_var(monkeypatch):
+    monkeypatch.setenv("MINBERT_DATA_DIR", str(COURSE))
+    assert find_data_dir() == COURSE
+
+
+def test_find_data_dir_error_lists_missing_files_and_fixes(monkeypatch, tmp_path):
+    (tmp_path / "ids-sst-train.csv").write_text("\tid\tsentence\tsentiment\n")
+    with pytest.raises(FileNotFoundError) as e:
+        find_data_dir(tmp_path)
+    msg = str(e.value)
+    missing = [f for f in all_files(datasets.DEFAULT_TASKS) if f != "ids-sst-train.csv"]
+    assert all(f in msg for f in missing) and "lacks" in msg
+    assert "ids-sst-train.csv" not in msg.split("lacks", 1)[1].split("\n")[0]
+    assert "--data-dir" in msg and "MINBERT_DATA_DIR" in msg and "data/download.py" in msg
+
+
+def test_find_data_dir_defaults_shared_then_data_files(monkeypatch, tmp_path):
+    monkeypatch.delenv("MINBERT_DATA_DIR", raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.setattr(datasets, "REPO_ROOT", repo)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        find_data_dir()
+    assert str(tmp_path / "shared" / "data") in str(e.value)
+    assert str(tmp_path / "data-files") in str(e.value)
+
+    shutil.copytree(COURSE, tmp_path / "data-files")
+    assert find_data_dir() == tmp_path / "data-files"
+    shutil.copytree(COURSE, tmp_path / "shared" / "data")
+    assert find_data_dir() == tmp_path / "shared" / "data"  # ../shared/data comes first
+
+
+# ----------------------------------------------------------------------------- real files
+
+README_ROWS = {
+    "ids-sst-train.csv": 8544, "ids-sst-dev.csv": 1101, "ids-sst-test-student.csv": 2210,
+    "quora-train.csv": 31696, "quora-dev.csv": 10008, "quora-test-student.csv": 10204,
+    "sts-train.csv": 6040, "sts-dev.csv": 863, "sts-test-student.csv": 1725,
+    "ids-cfimdb-train.csv": 1707, "ids-cfimdb-dev.csv": 245, "ids-cfimdb-test-student.csv": 488,
+}
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
+@pytest.mark.parametrize("task", sorted(LOADERS))
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_real_files_load_with_readme_row_counts(task, split):
+    loaded = load_task(task, split, SHARED)
+    assert loaded.n_skipped == 0
+    assert len(loaded.examples) == README_ROWS[task_file(task, split)]
+    assert len({e["id"] for e in loaded.examples}) == len(loaded.examples)
+    assert all(("label" in e) == (split != "test") for e in loaded.examples)
+    if task == "sst" and split != "test":
+        assert {e["label"] for e in loaded.examples} == {0, 1, 2, 3, 4}
