@@ -1,0 +1,1 @@
+"""Training utilities for multitask fine-tuning: PCGrad, task schedules, optimizer groups, freezing."""

@@ -1,0 +1,143 @@
+"""PCGrad: gradient surgery for multitask learning (Yu et al. 2020, arXiv:2001.06782).
+
+When two tasks' gradients on the shared encoder point in conflicting directions (negative dot
+product), summing them lets one task undo the other's progress. PCGrad removes the conflicting
+component: each task gradient g_i is projected onto the normal plane of every g_j it conflicts
+with, visiting the other tasks in a random order (Algorithm 1):
+
+    for j in shuffle(tasks != i):
+        if g_i . g_j < 0:
+            g_i = g_i - (g_i . g_j) / ||g_j||^2 * g_j      # g_j is the ORIGINAL gradient of task j
+
+and the update is the sum of the projected gradients. Only the *shared* parameters take part:
+a task head sees a single task's gradient, so it has nothing to conflict with.
+
+    losses = [loss_sst, loss_para, loss_sts]
+    stats = pcgrad_backward(losses, list(model.bert.parameters()),
+                            [list(h.parameters()) for h in heads], generator=g)
+    optimizer.step()
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def project_conflicting(grads: list[Tensor], generator: torch.Generator | None = None) -> list[Tensor]:
+    """grads: K flat (D,) task gradients -> K projected (D,) gradients (Algorithm 1 of the paper).
+
+    The order in which task i visits the others is a fresh random permutation per task, drawn from
+    `generator` (CPU torch.Generator; None uses torch's global RNG). The inputs are not modified.
+    """
+    K = len(grads)
+    # BEGIN SOLUTION
+    projected = []
+    for i in range(K):
+        g_i = grads[i].clone()
+        others = [j for j in torch.randperm(K, generator=generator).tolist() if j != i]
+        for j in others:
+            g_j = grads[j]
+            dot = torch.dot(g_i, g_j)
+            if dot < 0:  # conflict: remove the component of g_i along g_j
+                g_i = g_i - dot / torch.dot(g_j, g_j) * g_j
+        projected.append(g_i)
+    return projected
+    # END SOLUTION
+
+
+def pcgrad_project(grads: list[Tensor], generator: torch.Generator | None = None) -> Tensor:
+    """grads: K flat (D,) task gradients -> (D,) sum of the PCGrad-projected gradients."""
+    _check_flat(grads)
+    return torch.stack(project_conflicting(grads, generator)).sum(0)  # (K, D) -> (D,)
+
+
+def _check_flat(grads: list[Tensor]) -> None:
+    if len(grads) == 0:
+        raise ValueError("grads is empty: pass one flat gradient vector per task")
+    for k, g in enumerate(grads):
+        if g.ndim != 1 or g.shape != grads[0].shape:
+            raise ValueError(f"grads[{k}] has shape {tuple(g.shape)}; every task gradient must be a flat "
+                             f"vector of the same shape as grads[0] {tuple(grads[0].shape)}")
+
+
+def _add_grad(p: Tensor, g: Tensor) -> None:
+    # Accumulate like loss.backward() does, so PCGrad composes with gradient accumulation.
+    g = g.to(p.dtype).view_as(p)
+    if p.grad is None:
+        p.grad = g.clone()
+    else:
+        p.grad.add_(g)
+
+
+def pcgrad_backward(
+    losses: list[Tensor],
+    shared_params: list[Tensor],
+    task_params: list[list[Tensor]] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Backward pass of sum(losses) with PCGrad applied on the shared parameters.
+
+    losses: K scalar task losses. shared_params: parameters every task may update (the encoder);
+    their .grad receives the sum of the projected task gradients. task_params[i]: parameters of
+    task i alone (its head); their .grad receives task i's gradient unmodified. Parameters in neither
+    list get no gradient. Gradients are added to existing .grad (like backward()); a parameter no
+    task reaches keeps its .grad untouched (None stays None). The autograd graph is freed, as by
+    backward(). Returns stats for logging: `num_conflicts` (pairs i<j with g_i.g_j < 0),
+    `cosine` (K, K) pairwise cosine similarity of the original shared gradients, `grad_norms` (K,).
+    """
+    K = len(losses)
+    if K == 0:
+        raise ValueError("losses is empty: pass one scalar loss per task")
+    for k, loss in enumerate(losses):
+        if loss.numel() != 1:
+            raise ValueError(f"losses[{k}] has shape {tuple(loss.shape)}; each task loss must be a scalar "
+                             "(reduce it with .mean() first)")
+    shared_params = list(shared_params)
+    if len(shared_params) == 0:
+        raise ValueError("shared_params is empty: pass the encoder's parameters, e.g. list(bert.parameters())")
+    task_params = [list(ps) for ps in task_params] if task_params is not None else [[] for _ in range(K)]
+    if len(task_params) != K:
+        raise ValueError(f"task_params has {len(task_params)} lists for {K} losses; pass one list per task "
+                         "(an empty list for a task without its own parameters)")
+    seen: dict[int, str] = {}
+    for where, ps in [("shared_params", shared_params)] + [(f"task_params[{k}]", ps) for k, ps in enumerate(task_params)]:
+        for p in ps:
+            if id(p) in seen:
+                raise ValueError(f"a parameter of shape {tuple(p.shape)} is in both {seen[id(p)]} and {where}; "
+                                 "each parameter must be either shared or owned by exactly one task")
+            seen[id(p)] = where
+
+    # Per-task gradients: shared part flattened into one (D,) vector, head part kept per parameter.
+    n_shared = len(shared_params)
+    flat, touched, head_grads = [], [False] * n_shared, []
+    for k, loss in enumerate(losses):
+        params = shared_params + task_params[k]
+        gs = torch.autograd.grad(loss.reshape(()), params, retain_graph=k < K - 1, allow_unused=True)
+        pieces = []
+        for n, (p, g) in enumerate(zip(shared_params, gs[:n_shared])):
+            if g is None:  # this task does not reach p: it contributes zero there
+                pieces.append(torch.zeros(p.numel(), device=p.device, dtype=torch.float32))
+            else:
+                touched[n] = True
+                # float32 for the dot products: bf16/fp16 sums over millions of entries lose the sign
+                pieces.append(g.detach().reshape(-1).float())
+        flat.append(torch.cat(pieces))  # (D,)
+        head_grads.append(gs[n_shared:])
+
+    G = torch.stack(flat)  # (K, D)
+    norms = G.norm(dim=1)  # (K,)
+    dots = G @ G.T  # (K, K)
+    cosine = dots / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
+    num_conflicts = int((dots.triu(diagonal=1) < 0).sum())
+
+    total = pcgrad_project(flat, generator)  # (D,)
+    offset = 0
+    for n, p in enumerate(shared_params):
+        if touched[n]:
+            _add_grad(p, total[offset:offset + p.numel()])
+        offset += p.numel()
+    for ps, gs in zip(task_params, head_grads):
+        for p, g in zip(ps, gs):
+            if g is not None:
+                _add_grad(p, g)
+    return {"num_conflicts": num_conflicts, "cosine": cosine.detach().cpu(), "grad_norms": norms.detach().cpu()}
