@@ -1,0 +1,220 @@
+"""Generate the student scaffold: a copy of the repository with every solution fence removed.
+
+    python -m course.make_student OUT_DIR [--force] [--root SRC] [--gradescope autograder.zip]
+
+In every *.py file, the lines from `# BEGIN SOLUTION` to `# END SOLUTION` (each marker alone on its
+line) become `raise NotImplementedError("step N: ...")` at the fence's indentation; signatures and
+docstrings sit outside the fences and are kept. Nested or unclosed fences and a stray END are errors
+naming file:line. What is copied: the files git knows (tracked, plus untracked files git does not
+ignore), or a directory walk without caches and outputs; minus instructor-only files (EXCLUDE).
+The course grader (course/) and tests/make_fixtures.py are kept: students grade themselves locally,
+and the fixtures script only needs transformers to regenerate what is already stored.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .steps import PENDING, STEPS, fence_label
+
+# Built by concatenation so that this file's own lines never look like fences.
+BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
+BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:[ \t:].*)?)$")
+END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
+DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
+EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md"}  # instructor-only
+SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
+             "out", "build", "dist", "student", ".whl"}
+ADAMW_VECTOR = "tests/graded/fixtures/adamw_reference.npy"  # the course vector, shipped with the scaffold
+
+
+class FenceError(ValueError):
+    pass
+
+
+@dataclass
+class Fence:
+    path: str
+    begin: int          # 1-based line numbers of the markers
+    end: int
+    indent: str
+    function: str | None
+    step: int | None
+    label: str
+
+
+def find_fences(text: str, path: str) -> list[Fence]:
+    """Every fence in `text` (the contents of `path`, used in messages). Raises FenceError listing
+    every nesting, unclosed or unmatched marker as path:line."""
+    lines = text.splitlines()
+    fences, errors, open_at = [], [], None
+    for i, line in enumerate(lines, 1):
+        b, e = BEGIN_RE.match(line), END_RE.match(line)
+        if b:
+            if open_at is not None:
+                errors.append(f"{path}:{i}: BEGIN SOLUTION inside the fence opened at line {open_at[0]} "
+                              "(fences cannot nest)")
+                continue
+            open_at = (i, b["indent"], b["text"].lstrip(" \t:"))
+        elif e:
+            if open_at is None:
+                errors.append(f"{path}:{i}: END SOLUTION without a BEGIN SOLUTION before it")
+                continue
+            start, indent, marker_text = open_at
+            if e["indent"] != indent:
+                errors.append(f"{path}:{i}: END SOLUTION is indented differently from its BEGIN at line {start}")
+            function = enclosing_function(lines, start - 1, indent)
+            step, label = fence_label(path, function, marker_text)
+            fences.append(Fence(path, start, i, indent, function, step, label))
+            open_at = None
+    if open_at is not None:
+        errors.append(f"{path}:{open_at[0]}: BEGIN SOLUTION is never closed by an END SOLUTION")
+    if errors:
+        raise FenceError("\n".join(errors))
+    return fences
+
+
+def enclosing_function(lines: list[str], index: int, indent: str) -> str | None:
+    """Name of the nearest `def` above line `index` that is indented less than the fence."""
+    for line in reversed(lines[:index]):
+        m = DEF_RE.match(line)
+        if m and len(m["indent"]) < len(indent):
+            return m["name"]
+    return None
+
+
+def strip_solutions(text: str, path: str) -> tuple[str, list[Fence]]:
+    """`text` with each fence replaced by a raise of NotImplementedError carrying the fence's label."""
+    fences = find_fences(text, path)
+    lines = text.splitlines(keepends=True)
+    for f in reversed(fences):  # from the bottom, so earlier line numbers stay valid
+        lines[f.begin - 1:f.end] = [f"{f.indent}raise NotImplementedError({f.label!r})\n"]
+    return "".join(lines), fences
+
+
+def source_files(root: Path) -> list[str]:
+    """Repository-relative paths to copy: git's view of the tree when `root` is a git work tree."""
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        is_repo = Path(top).resolve() == root.resolve()
+    except (OSError, subprocess.CalledProcessError):
+        is_repo = False
+    if is_repo:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, text=True, check=True).stdout
+        paths = [p for p in out.split("\0") if p and (root / p).is_file()]  # drop deleted files
+    else:
+        paths = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not any(
+                 d in SKIP_DIRS or d.endswith(".egg-info") for d in p.relative_to(root).parts[:-1])]
+    return sorted(p for p in set(paths) if p not in EXCLUDE and not p.endswith(".pyc"))
+
+
+def make_student(root: str | Path, out: str | Path, force: bool = False) -> list[Fence]:
+    """Write the scaffold of `root` into `out`; returns the fences removed. Every fence error in the
+    tree is reported at once, before anything is written."""
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if out == root or out in root.parents:
+        raise ValueError(f"{out} would overwrite the source tree {root}; choose another directory")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
+        shutil.rmtree(out)
+    files = source_files(root)
+    stripped, fences, errors = {}, [], []
+    for rel in files:
+        if rel.endswith(".py"):
+            text = (root / rel).read_text(encoding="utf-8")
+            try:
+                new, found = strip_solutions(text, rel)
+            except FenceError as e:
+                errors.append(str(e))
+                continue
+            if found:
+                stripped[rel] = new
+                fences += found
+    if errors:
+        raise FenceError("\n".join(errors))
+    for rel in files:
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if rel in stripped:
+            dest.write_text(stripped[rel], encoding="utf-8")
+        else:
+            shutil.copy2(root / rel, dest)
+    vector = root.parent / "shared" / "reference" / "adamw_reference.npy"
+    if vector.is_file() and not (out / ADAMW_VECTOR).exists():
+        (out / ADAMW_VECTOR).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(vector, out / ADAMW_VECTOR)
+    if (out / "README.md").exists():
+        (out / "README.md").rename(out / "PROJECT.md")
+    (out / "README.md").write_text(student_readme(fences, (out / "PROJECT.md").exists()), encoding="utf-8")
+    return fences
+
+
+def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
+    todo: dict[int | None, list[str]] = {}
+    for f in fences:
+        where = f"`{f.path}`" + (f" `{f.function}`" if f.function else "")
+        todo.setdefault(f.step, []).append(f"{where}: {f.label.split(': ', 1)[-1]}")
+    rows = [f"| {s.number} | {s.name} | {s.points:g} | `{s.module}` | {s.description.replace('|', chr(92) + '|')} |"
+            for s in STEPS]
+    total = sum(s.points for s in STEPS)
+    parts = ["# minBERT assignment", "",
+             "Build BERT from scratch. Each step below is a piece of code to write: find the",
+             "`raise NotImplementedError(\"step N: ...\")` lines and replace each with your implementation.",
+             "Keep the function signatures; docstrings and comments around them say what to compute.", "",
+             "| step | name | points | graded by | what |", "|---|---|---|---|---|", *rows,
+             f"| | **total** | **{total:g}** | | |", "", "## Where to write code", ""]
+    for step in sorted(todo, key=lambda n: (n is None, n or 0)):
+        parts.append(f"- step {step}:" if step is not None else "- not graded yet (later steps):")
+        parts += [f"  - {t}" for t in todo[step]]
+    parts += ["", "## Checking your work", "", "```bash",
+              "python -m course.grade                 # every step, with a score table",
+              "python -m course.grade --steps 1,2     # only some steps",
+              "python -m pytest tests/graded/test_step01_attention.py -x   # one step, full tracebacks",
+              "```", "",
+              "Each step is graded separately: points x (tests passed / tests in the step). A crash or a",
+              "hang costs only that step. The failure messages say what was expected and where your",
+              "output differs. Later steps build on earlier ones (step 5 runs your whole model).", "",
+              "## Rules", "",
+              "- Write code only where a step raises NotImplementedError; do not edit tests/ or course/.",
+              "- Do not import transformers (or copy its code) in minbert/: the point is to write it yourself.",
+              "- Your own work: discuss ideas, but do not share code.", ""]
+    if has_project_readme:
+        parts += ["The project's own overview is in PROJECT.md.", ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="directory to write the scaffold into")
+    ap.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="source tree")
+    ap.add_argument("--gradescope", type=Path, metavar="ZIP", help="also write a Gradescope autograder zip")
+    args = ap.parse_args(argv)
+    try:
+        fences = make_student(args.root, args.out, force=args.force)
+    except (FenceError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for f in fences:
+        print(f"{f.path}:{f.begin}-{f.end}  {f.label}")
+    orphans = [f for f in fences if f.step is None and f.path not in PENDING]
+    for f in orphans:
+        print(f"warning: {f.path}:{f.begin}: fence belongs to no step (add it to course/steps.py)", file=sys.stderr)
+    if args.gradescope:
+        from .gradescope import write_gradescope_zip  # imported here: gradescope.py imports this module
+        write_gradescope_zip(args.out.resolve(), fences, args.gradescope)
+        print(f"wrote {args.gradescope}")
+    print(f"wrote the scaffold to {args.out} ({len(fences)} fences)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
