@@ -1,0 +1,134 @@
+"""MultitaskBert: ONE shared BertModel encoder and a small head per task, as in CS224N's
+multitask_classifier.py.
+
+    sst   (SST-5 sentiment, 5 classes)  : SentimentHead on [CLS] / mean / pooler of one sentence
+    quora (paraphrase, binary)          : pair_mode "bi"    -> ParaphraseHead on two mean-pooled vectors
+                                          pair_mode "cross" -> CrossEncoderHead on one [CLS] s1 [SEP] s2 [SEP]
+    sts   (similarity, 0..5)            : sts_mode "cosine"    -> 5 * relu(cos(u, v)), no parameters
+                                          sts_mode "regressor" -> SimilarityRegressor on pair features
+                                          sts_mode "cross"     -> CrossEncoderHead, 5 * sigmoid
+
+Batches are dicts of (B, T) tensors input_ids / attention_mask / token_type_ids, as produced by
+Tokenizer.__call__ / Tokenizer.pad / data.batching.collate. Bi-encoder pair methods take two batches
+(one per sentence), cross-encoder ones a single pair batch.
+For training.optim.param_groups pass `model.encoder` and `dict(model.heads)`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minbert import BertModel
+
+from .cross_encoder import CrossEncoderHead
+from .paraphrase import ParaphraseHead
+from .pooling import mean_pool
+from .sentiment import SentimentHead
+from .similarity import MAX_SCORE, CosineScore, SimilarityRegressor
+
+TASKS = ("sst", "quora", "sts")
+PAIR_MODES = ("bi", "cross")
+STS_MODES = ("cosine", "regressor", "cross")
+Batch = dict[str, torch.Tensor]
+
+
+class MultitaskBert(nn.Module):
+    def __init__(self, encoder: BertModel, sentiment_pooling: str = "cls", pair_mode: str = "bi",
+                 sts_mode: str = "cosine", dropout: float = 0.1, num_sentiment_classes: int = 5):
+        super().__init__()
+        if pair_mode not in PAIR_MODES:
+            raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
+        if sts_mode not in STS_MODES:
+            raise ValueError(f"sts_mode must be one of {STS_MODES}, got {sts_mode!r}")
+        self.encoder = encoder
+        self.pair_mode, self.sts_mode = pair_mode, sts_mode
+        C = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({
+            "sst": SentimentHead(C, num_sentiment_classes, pooling=sentiment_pooling, dropout=dropout),
+            "quora": ParaphraseHead(C, dropout) if pair_mode == "bi" else CrossEncoderHead(C, 1, dropout),
+            "sts": (CosineScore() if sts_mode == "cosine" else
+                    SimilarityRegressor(C, dropout) if sts_mode == "regressor" else
+                    CrossEncoderHead(C, 1, dropout, scale=MAX_SCORE)),
+        })
+
+    # ---- the shared encoder ----
+
+    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One encoder pass -> {"last_hidden_state": (B, T, C), "pooler_output": (B, C)}."""
+        if "input_ids" not in batch:
+            raise ValueError(f"a batch needs input_ids (+ attention_mask, token_type_ids); got keys {sorted(batch)}")
+        return self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+
+    @staticmethod
+    def _mask(batch: Batch) -> torch.Tensor:
+        mask = batch.get("attention_mask")
+        return torch.ones_like(batch["input_ids"]) if mask is None else mask
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Sentence vectors (B, C): mean of last_hidden_state over the real tokens."""
+        return mean_pool(self.encode(batch)["last_hidden_state"], self._mask(batch))
+
+    def encode_pair(self, batch1: Batch, batch2: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed both sentences of a bi-encoder pair batch in ONE encoder call -> u, v (B, C).
+        Stacking 2B rows padded to a common T gives one larger matmul per layer instead of two
+        smaller ones and half the kernel launches (what dominates small GPU batches); the price is
+        the extra padding when T1 and T2 differ a lot. Padding is masked out, so the vectors equal
+        those of two separate calls (up to float rounding)."""
+        B = batch1["input_ids"].shape[0]
+        if batch2["input_ids"].shape[0] != B:
+            raise ValueError(f"pair batches differ in size: {B} first sentences vs "
+                             f"{batch2['input_ids'].shape[0]} second sentences")
+        T = max(batch1["input_ids"].shape[1], batch2["input_ids"].shape[1])
+        pad_values = {"input_ids": self.encoder.config.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+        both = {}
+        for key, value in pad_values.items():
+            parts = []
+            for b in (batch1, batch2):
+                x = self._mask(b) if key == "attention_mask" else b.get(key)
+                if x is None:  # no token_type_ids: all segment 0
+                    x = torch.zeros_like(b["input_ids"])
+                parts.append(F.pad(x, (0, T - x.shape[1]), value=value))  # (B, T), right padding
+            both[key] = torch.cat(parts, dim=0)  # (2B, T)
+        uv = self.embed(both)  # (2B, C)
+        return uv[:B], uv[B:]
+
+    # ---- one method per task ----
+
+    def predict_sentiment(self, batch: Batch) -> torch.Tensor:
+        """One sentence per row -> logits (B, num_sentiment_classes)."""
+        out = self.encode(batch)
+        return self.heads["sst"](out["last_hidden_state"], self._mask(batch), pooler_output=out["pooler_output"])
+
+    def _pair(self, task: str, cross: bool, batch1: Batch, batch2: Batch | None) -> torch.Tensor:
+        head = self.heads[task]
+        if cross:
+            if batch2 is not None:
+                raise ValueError(f"{task} uses a cross-encoder: pass ONE batch of '[CLS] s1 [SEP] s2 [SEP]' "
+                                 "pairs (tokenizer(s1, pairs=s2)), not two batches")
+            return head(self.encode(batch1)["last_hidden_state"], self._mask(batch1))
+        if batch2 is None:
+            raise ValueError(f"{task} uses a bi-encoder: pass two batches, one per sentence "
+                             "(for a cross-encoder build the model with the 'cross' mode)")
+        return head(*self.encode_pair(batch1, batch2))
+
+    def predict_paraphrase(self, batch1: Batch, batch2: Batch | None = None) -> torch.Tensor:
+        """-> logits (B,) of "is a paraphrase"."""
+        return self._pair("quora", self.pair_mode == "cross", batch1, batch2)
+
+    def predict_similarity(self, batch1: Batch, batch2: Batch | None = None) -> torch.Tensor:
+        """-> similarity scores (B,) in [0, 5]."""
+        return self._pair("sts", self.sts_mode == "cross", batch1, batch2)
+
+    def forward(self, task: str, *batches: Batch) -> torch.Tensor:
+        """model("sst", batch), model("quora", b1, b2) / model("quora", pair_batch), model("sts", ...)."""
+        if task == "sst":
+            if len(batches) != 1:
+                raise ValueError(f"sst takes one batch, got {len(batches)}")
+            return self.predict_sentiment(batches[0])
+        if task in ("quora", "sts"):
+            if len(batches) not in (1, 2):
+                raise ValueError(f"{task} takes one (cross-encoder) or two (bi-encoder) batches, got {len(batches)}")
+            predict = self.predict_paraphrase if task == "quora" else self.predict_similarity
+            return predict(*batches)
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
