@@ -1,0 +1,230 @@
+"""GAN-BERT / AC-GAN-BERT (training/gan.py): shapes, the losses against hand computation, that each
+player's loss moves only its own parameters, and run_gan.py end to end on the fixture files."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minbert import AdamW, BertConfig, BertModel
+from minbert.hub import embedded_dir
+from training import plots, run_gan
+from training.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_step, generator_loss,
+                          spread, supervised_loss)
+
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
+C, K, NOISE = 32, 3, 8
+
+
+def logits_pair(seed=0, B=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, K + 1, generator=g), torch.randn(B + 1, K + 1, generator=g)
+
+
+def test_generator_shapes_and_conditioning():
+    torch.manual_seed(0)
+    z = torch.rand(6, NOISE)
+    assert Generator(NOISE, C).eval()(z).shape == (6, C)
+    G = Generator(NOISE, C, num_classes=K).eval()
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert G(z, y).shape == (6, C)
+    assert not torch.allclose(G(z, y), G(z, (y + 1) % K)), "the label must change what is generated"
+    with pytest.raises(ValueError, match="labels"):
+        G(z)
+    with pytest.raises(ValueError, match="0..2"):
+        G(z, torch.full((6,), K))
+    with pytest.raises(ValueError, match="unconditional"):
+        Generator(NOISE, C)(z, y)
+
+
+def test_discriminator_returns_features_and_k_plus_one_logits():
+    f, logits = Discriminator(C, K, mlp_hidden=16)(torch.randn(4, C))
+    assert f.shape == (4, 16) and logits.shape == (4, K + 1)
+
+
+def test_discriminator_loss_matches_hand_computation():
+    real, fake = logits_pair()
+    labels = torch.tensor([2, 0, 1, 1, 0])
+    labelled = torch.tensor([True, False, True, False, False])
+    p_real, p_fake = real.softmax(-1), fake.softmax(-1)
+    sup = -torch.stack([torch.log_softmax(real[i, :K], -1)[labels[i]] for i in (0, 2)]).mean()
+    expected = sup - torch.log(1 - p_real[:, -1]).mean() - torch.log(p_fake[:, -1]).mean()
+    torch.testing.assert_close(discriminator_loss(real, fake, labels, labelled), expected)
+    # no labelled rows: only the unsupervised terms
+    torch.testing.assert_close(discriminator_loss(real, fake, labels, torch.zeros(5, dtype=torch.bool)),
+                               expected - sup)
+    assert supervised_loss(real, labels, torch.zeros(5, dtype=torch.bool)).item() == 0.0
+
+
+def test_ac_discriminator_loss_adds_cross_entropy_against_the_conditioning_labels():
+    real, fake = logits_pair(1)
+    labels, labelled = torch.tensor([0, 1, 2, 0, 1]), torch.ones(5, dtype=torch.bool)
+    cond = torch.tensor([2, 2, 0, 1, 0, 1])
+    plain = discriminator_loss(real, fake, labels, labelled)
+    aux = -torch.stack([torch.log_softmax(fake[i, :K], -1)[cond[i]] for i in range(6)]).mean()
+    torch.testing.assert_close(discriminator_loss(real, fake, labels, labelled, cond), plain + aux)
+    other = (cond + 1) % K
+    assert not torch.isclose(discriminator_loss(real, fake, labels, labelled, other), plain + aux)
+
+
+def test_generator_loss_matches_hand_computation_and_ignores_the_real_side():
+    _, fake = logits_pair(2)
+    real_f = torch.randn(5, 7, requires_grad=True)
+    fake_f = torch.randn(6, 7, requires_grad=True)
+    p_fake = fake.softmax(-1)[:, -1]
+    matching = ((real_f.mean(0) - fake_f.mean(0)) ** 2).mean()
+    expected = -torch.log(1 - p_fake).mean() + matching
+    got = generator_loss(fake, real_f, fake_f)
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert real_f.grad is None and fake_f.grad is not None  # real features are a fixed target
+    cond = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.testing.assert_close(generator_loss(fake, real_f, fake_f, cond),
+                               expected + F.cross_entropy(fake[:, :K], cond))
+
+
+def players(seed=0, conditional=False):
+    """A tiny BERT encoder, D, G, D's optimizer over D + encoder, G's optimizer, and a token batch."""
+    torch.manual_seed(seed)
+    enc = BertModel(BertConfig(vocab_size=100, hidden_size=C, num_hidden_layers=1, num_attention_heads=4,
+                               intermediate_size=37))
+    D, G = Discriminator(C, K, 16), Generator(NOISE, C, K if conditional else 0, 16)
+    d_params = list(enc.parameters()) + list(D.parameters())
+    d_opt, g_opt = AdamW(d_params, lr=1e-2), AdamW(G.parameters(), lr=1e-2)
+    ids = torch.randint(1, 100, (4, 6), generator=torch.Generator().manual_seed(1))
+    return enc, D, G, d_params, d_opt, g_opt, ids
+
+
+def step(setup, update_d=True, update_g=True, fake_labels=None):
+    enc, D, G, d_params, d_opt, g_opt, ids = setup
+    torch.manual_seed(123)  # same dropout masks in every variant
+    h = enc(ids, torch.ones_like(ids))["last_hidden_state"][:, 0]  # (B, C), attached to the encoder
+    labels, labelled = torch.tensor([0, 1, 2, 0]), torch.tensor([True, True, False, False])
+    noise = torch.rand(4, NOISE, generator=torch.Generator().manual_seed(2))
+    return gan_step(G, D, h, labels, labelled, d_params, d_opt, g_opt, fake_labels=fake_labels, noise=noise,
+                    update_d=update_d, update_g=update_g)
+
+
+def snapshot(*modules):
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_generator_step_moves_only_the_generator(conditional):
+    setup = players(conditional=conditional)
+    enc, D, G = setup[:3]
+    before_d, before_g = snapshot(enc, D), snapshot(G)
+    step(setup, update_d=False, fake_labels=torch.tensor([0, 1, 2, 1]) if conditional else None)
+    assert same(snapshot(enc, D), before_d), "the generator's loss must not move D or the encoder"
+    assert not same(snapshot(G), before_g)
+
+
+def test_discriminator_step_leaves_the_generator_alone():
+    setup = players()
+    enc, D, G = setup[:3]
+    before_d, before_g = snapshot(enc, D), snapshot(G)
+    step(setup, update_g=False)
+    assert same(snapshot(G), before_g)
+    assert not same(snapshot(D), before_d[-len(list(D.parameters())):])
+
+
+def test_combined_step_equals_separate_steps_so_no_gradient_leaks():
+    combined, d_only, g_only = players(), players(), players()
+    step(combined)
+    step(d_only, update_g=False)
+    step(g_only, update_d=False)
+    assert same(snapshot(combined[0], combined[1]), snapshot(d_only[0], d_only[1]))
+    assert same(snapshot(combined[2]), snapshot(g_only[2]))
+
+
+def test_the_public_port_flaw_would_be_caught():
+    """Backpropagating both losses into every parameter (the public PyTorch port) changes D's update,
+    so the equality above is a real check."""
+    ported, d_only = players(), players()
+    step(d_only, update_g=False)
+    enc, D, G, d_params, d_opt, g_opt, ids = ported
+    torch.manual_seed(123)
+    h = enc(ids, torch.ones_like(ids))["last_hidden_state"][:, 0]
+    fake = G(torch.rand(4, NOISE, generator=torch.Generator().manual_seed(2)))
+    f, logits = D(torch.cat([h, fake]))
+    d_loss = discriminator_loss(logits[:4], logits[4:], torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 0]).bool())
+    (generator_loss(logits[4:], f[:4], f[4:]) + d_loss).backward()
+    d_opt.step()
+    assert not same(snapshot(enc, D), snapshot(d_only[0], d_only[1]))
+
+
+def test_collapse_ratio_is_zero_for_identical_fakes_and_one_for_real_copies():
+    real = torch.randn(40, 5)
+    labels = torch.arange(40) % 2
+    assert collapse_ratios(real, labels, real.clone(), labels, 2)["mean_per_class"] == pytest.approx(1.0)
+    collapsed = collapse_ratios(real, labels, real[:1].repeat(40, 1), labels, 2)
+    assert collapsed["all"] == pytest.approx(0.0, abs=1e-9)
+    assert collapsed["mean_per_class"] == pytest.approx(0.0, abs=1e-9)
+    assert spread(torch.tensor([[0.0, 0.0], [2.0, 0.0]])) == pytest.approx(1.0)
+
+
+def test_pca_2d_recovers_the_two_largest_variance_directions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)) * np.array([5.0, 0.1, 2.0, 0.1])
+    xy = plots.pca_2d(x)
+    top = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1][:2]
+    np.testing.assert_allclose(np.var(xy, axis=0, ddof=1), top, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- run_gan.py end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                         max_position_embeddings=128)).save_pretrained(d)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(embedded_dir() / f, d / f)
+    return d
+
+
+def run(tmp_path, ckpt, *extra):
+    return run_gan.main(["--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--steps", "4", "--batch-size", "2",
+                         "--threads", "1", "--log-every", "2", "--out-dir", str(tmp_path), *extra])
+
+
+@pytest.mark.parametrize("method, extra", [("plain", []), ("gan", ["--embeddings-plot"]),
+                                           ("acgan", ["--freeze-encoder", "--task", "cfimdb", "--embeddings-plot"])])
+def test_each_method_runs_and_writes_predictions_and_a_record(tmp_path, tiny_checkpoint, method, extra):
+    result = run(tmp_path, tiny_checkpoint, "--method", method, "--labelled", "0.5", *extra)
+    task = "cfimdb" if "cfimdb" in extra else "sst"
+    labelled, pool = (3, 5) if task == "sst" else (2, 3)  # ceil(0.5 * training examples)
+    assert 0.0 <= result["dev_acc"] <= 1.0 and result["labelled"] == labelled
+    assert result["unlabelled"] == (0 if method == "plain" else pool - labelled) and len(result["log"]) == 2
+    for split in ("dev", "test"):
+        lines = (tmp_path / "predictions" / f"{task}-{split}-output.csv").read_text().splitlines()
+        assert lines[0].split() == ["id", "Predicted_Sentiment"] and len(lines) > 1
+    assert ("collapse" in result) == (method != "plain")
+    assert json.loads((tmp_path / "result.json").read_text())["dev_acc"] == result["dev_acc"]
+
+
+def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, capsys):
+    result = run(tmp_path, tiny_checkpoint, "--sweep", "--fractions", "0.5,1", "--seeds", "1", "--freeze-encoder")
+    assert len(result["runs"]) == 2 * 3
+    assert set(result["summary"]) == {"plain", "gan", "acgan"}
+    assert all(set(by) == {"0.5", "1"} and all(v["n"] == 1 for v in by.values()) for by in result["summary"].values())
+    assert (tmp_path / "sweep.json").is_file()
+    if plots._pyplot() is None:
+        assert "pip install matplotlib" in capsys.readouterr().out or plots._WARNED
+    else:
+        assert (tmp_path / "sweep-sst.png").is_file()
+
+
+def test_the_plain_baseline_sees_only_labelled_examples(tmp_path, tiny_checkpoint):
+    a = run(tmp_path / "a", tiny_checkpoint, "--method", "plain", "--labelled", "0.4", "--freeze-encoder")
+    g = run(tmp_path / "g", tiny_checkpoint, "--method", "gan", "--labelled", "0.4", "--freeze-encoder")
+    assert a["labelled"] == g["labelled"] == 2 and a["unlabelled"] == 0 and g["unlabelled"] == 3

@@ -1,0 +1,205 @@
+"""GAN-BERT (Croce et al. 2020, "GAN-BERT: Generative Adversarial Learning for Robust Text
+Classification with a Bunch of Labeled Examples") and its auxiliary-classifier variant.
+
+Semi-supervised classification with few labels. A generator G turns noise into fake *sentence
+embeddings* (vectors the size of BERT's hidden state, not text); a discriminator D reads real
+embeddings (BERT's [CLS]/pooled vector) and fake ones and outputs k + 1 logits: the k real classes
+and one "fake" class (the semi-supervised GAN of Salimans et al. 2016). Unlabelled sentences still
+teach D (and BERT) what real data looks like: they must not be called fake. At test time the
+classifier is D's k real-class logits.
+
+    discriminator:  CE(real class | labelled)  - log(1 - p_fake(real))  - log p_fake(fake)
+    generator:      - log(1 - p_fake(fake))  +  || mean f(real) - mean f(fake) ||^2   (feature matching)
+
+AC-GAN-BERT applies Odena et al. 2017 ("Conditional Image Synthesis with Auxiliary Classifier GANs"):
+G also gets a class label y (noise + label embedding), and both players add CE(D's class logits on
+G(z, y), y): D learns to classify fakes into the class they were generated for, G to produce fakes
+of that class. Generated embeddings are then class-conditioned instead of one undifferentiated cloud.
+
+Each loss updates only its own player. The public PyTorch port of GAN-BERT calls g_loss.backward()
+and d_loss.backward() on one graph and steps both optimizers, so the generator's loss also moves D
+and BERT (towards calling fakes real). gan_step takes each loss's gradient only with respect to its
+own player's parameters (torch.autograd.grad), so nothing leaks.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Generator(nn.Module):
+    """noise (B, noise_dim) [+ class labels (B,)] -> fake sentence embeddings (B, hidden_size).
+    GAN-BERT's generator: one hidden layer, LeakyReLU(0.2), dropout 0.1. num_classes > 0 makes it
+    conditional (AC-GAN): the label's embedding is concatenated to the noise."""
+
+    def __init__(self, noise_dim: int, hidden_size: int, num_classes: int = 0, mlp_hidden: int | None = None,
+                 dropout: float = 0.1):
+        super().__init__()
+        if noise_dim < 1 or hidden_size < 1:
+            raise ValueError(f"noise_dim and hidden_size must be positive, got {noise_dim} and {hidden_size}")
+        self.noise_dim, self.num_classes = noise_dim, num_classes
+        self.label_embedding = nn.Embedding(num_classes, noise_dim) if num_classes > 0 else None
+        width = mlp_hidden or hidden_size
+        inputs = noise_dim * (2 if num_classes > 0 else 1)
+        self.net = nn.Sequential(nn.Linear(inputs, width), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+                                 nn.Linear(width, hidden_size))
+
+    def sample_noise(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, noise_dim) uniform in [0, 1), as in GAN-BERT."""
+        return torch.rand(n, self.noise_dim, generator=generator).to(device or "cpu")
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if z.dim() != 2 or z.shape[1] != self.noise_dim:
+            raise ValueError(f"noise must be (B, {self.noise_dim}), got {tuple(z.shape)}")
+        if self.label_embedding is None:
+            if labels is not None:
+                raise ValueError("this generator is unconditional (num_classes=0); build it with num_classes=k "
+                                 "to condition on labels")
+            return self.net(z)  # (B, C)
+        if labels is None or labels.shape != z.shape[:1]:
+            raise ValueError(f"a conditional generator needs labels (B,) = ({z.shape[0]},), got "
+                             f"{None if labels is None else tuple(labels.shape)}")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got {labels.tolist()}")
+        return self.net(torch.cat([z, self.label_embedding(labels)], dim=-1))  # (B, 2 noise) -> (B, C)
+
+
+class Discriminator(nn.Module):
+    """Sentence embeddings (B, hidden_size) -> (features (B, mlp_hidden), logits (B, k + 1)); the
+    last logit is "fake". GAN-BERT's discriminator: input dropout, one LeakyReLU hidden layer (the
+    features used for feature matching), a linear output layer."""
+
+    def __init__(self, hidden_size: int, num_classes: int, mlp_hidden: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 real classes, got {num_classes}")
+        self.num_classes = num_classes
+        width = mlp_hidden or hidden_size
+        self.features = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, width), nn.LeakyReLU(0.2),
+                                      nn.Dropout(dropout))
+        self.out = nn.Linear(width, num_classes + 1)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(h)  # (B, width)
+        return f, self.out(f)  # (B, width), (B, k + 1)
+
+
+def _log_p_fake(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p_fake, log(1 - p_fake)), each (B,), from (B, k + 1) logits without ever forming
+    1 - p (which rounds to 0 when D is confident, where the port needs its + 1e-8)."""
+    total = torch.logsumexp(logits, dim=-1)  # (B,)
+    return logits[:, -1] - total, torch.logsumexp(logits[:, :-1], dim=-1) - total
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the k real classes (logits[:, :k]) on the labelled rows only (mean over
+    them); 0 when the batch has none. logits (B, k + 1), labels (B,), labelled (B,) bool."""
+    # BEGIN SOLUTION
+    if not labelled.any():
+        return logits.sum() * 0.0  # keeps the graph (and the device), contributes nothing
+    return F.cross_entropy(logits[labelled, :-1].float(), labels[labelled])
+    # END SOLUTION
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, labels: torch.Tensor,
+                       labelled: torch.Tensor, fake_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """D's loss: supervised_loss(real) - mean log(1 - p_fake(real)) - mean log p_fake(fake), where
+    p_fake = softmax(logits)[:, -1]. AC-GAN (fake_labels (B_fake,) given): + CE(fake_logits[:, :k],
+    fake_labels). real_logits (B, k + 1), fake_logits (B_fake, k + 1), labels/labelled (B,)."""
+    # BEGIN SOLUTION
+    _, log_not_fake_real = _log_p_fake(real_logits.float())
+    log_fake_fake, _ = _log_p_fake(fake_logits.float())
+    loss = supervised_loss(real_logits, labels, labelled) - log_not_fake_real.mean() - log_fake_fake.mean()
+    if fake_labels is not None:
+        loss = loss + F.cross_entropy(fake_logits[:, :-1].float(), fake_labels)
+    return loss
+    # END SOLUTION
+
+
+def generator_loss(fake_logits: torch.Tensor, real_features: torch.Tensor, fake_features: torch.Tensor,
+                   fake_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """G's loss: -mean log(1 - p_fake(fake)) + feature matching, the squared difference of the
+    batch-mean D features of real and fake rows averaged over the feature dimension (GAN-BERT's
+    code; Salimans et al.'s squared L2 norm / width). real_features are detached: the real side is
+    a fixed target for G. AC-GAN: + CE(fake_logits[:, :k], fake_labels)."""
+    # BEGIN SOLUTION
+    _, log_not_fake = _log_p_fake(fake_logits.float())
+    matching = (real_features.detach().float().mean(dim=0) - fake_features.float().mean(dim=0)).pow(2).mean()
+    loss = -log_not_fake.mean() + matching
+    if fake_labels is not None:
+        loss = loss + F.cross_entropy(fake_logits[:, :-1].float(), fake_labels)
+    return loss
+    # END SOLUTION
+
+
+def _set_grads(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool) -> None:
+    """p.grad = d loss / d p for exactly these params (nothing else accumulates a gradient)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    for p, g in zip(params, grads):
+        p.grad = g  # None (unused, e.g. the pooler under [CLS] pooling): the optimizer skips p
+
+
+def gan_step(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
+             d_params: list[torch.Tensor], d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer | None,
+             fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, clip: float = 0.0,
+             update_d: bool = True, update_g: bool = True) -> dict[str, float]:
+    """One GAN-BERT / AC-GAN-BERT step: B fakes for B real rows, one D pass over [real; fake].
+
+    h_real (B, C): real embeddings, still attached to the encoder's graph when the encoder trains.
+    d_params: D's parameters plus the trainable encoder parameters (what d_opt steps). d_loss moves
+    only d_params, g_loss only G's parameters. update_d / update_g switch either update off (the
+    forward pass and the random draws stay the same). fake_labels: AC-GAN class per fake (B,).
+    """
+    if update_g and g_opt is None:
+        raise ValueError("update_g=True needs the generator's optimizer g_opt")
+    B = h_real.shape[0]
+    z = G.sample_noise(B, h_real.device) if noise is None else noise  # (B, noise_dim)
+    fake = G(z, fake_labels)  # (B, C)
+    features, logits = D(torch.cat([h_real, fake.to(h_real.dtype)], dim=0))  # (2B, width), (2B, k + 1)
+    d_loss = discriminator_loss(logits[:B], logits[B:], labels, labelled, fake_labels)
+    g_loss = generator_loss(logits[B:], features[:B], features[B:], fake_labels)
+    g_params = [p for p in G.parameters() if p.requires_grad]
+    d_opt.zero_grad(set_to_none=True)
+    if g_opt is not None:
+        g_opt.zero_grad(set_to_none=True)
+    # Both gradients first, then both steps: stepping D in place before G's backward would change
+    # the weights G's graph still needs (and G would be judged by a D it never faced).
+    if update_d:
+        _set_grads(d_loss, d_params, retain_graph=update_g)
+    if update_g:
+        _set_grads(g_loss, g_params, retain_graph=False)
+    for on, params, opt in ((update_d, d_params, d_opt), (update_g, g_params, g_opt)):
+        if on:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+    with torch.no_grad():
+        acc = (logits[:B][labelled, :-1].argmax(-1) == labels[labelled]).float().mean() if labelled.any() else None
+        p_fake = torch.softmax(logits.float(), dim=-1)[:, -1]  # (2B,)
+    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
+            "p_fake_fake": p_fake[B:].mean().item(), **({"train_acc": acc.item()} if acc is not None else {})}
+
+
+def spread(x: torch.Tensor) -> float:
+    """Mean squared distance of the rows of x (N, C) to their centroid = trace of the (biased)
+    covariance; 0 for a collapsed set (every row the same vector)."""
+    if x.shape[0] < 2:
+        return float("nan")
+    return (x - x.mean(dim=0)).pow(2).sum(dim=-1).mean().item()
+
+
+def collapse_ratios(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor,
+                    num_classes: int) -> dict[str, float]:
+    """Per class c: spread(fakes of class c) / spread(reals of class c); "all": over every row.
+    About 1: the fakes vary like real sentences; near 0: mode collapse (one vector per class).
+    fake_labels are the conditioning labels (AC-GAN) or D's predicted classes (GAN-BERT)."""
+    out = {}
+    for c in range(num_classes):
+        r, f = real[real_labels == c], fake[fake_labels == c]
+        if len(r) >= 2 and len(f) >= 2:
+            out[f"class_{c}"] = spread(f) / max(spread(r), 1e-12)
+    out["all"] = spread(fake) / max(spread(real), 1e-12)
+    per_class = [v for k, v in out.items() if k.startswith("class_")]
+    out["mean_per_class"] = sum(per_class) / len(per_class) if per_class else float("nan")
+    return out

@@ -1,0 +1,235 @@
+"""Single-task sentiment classification, the course's first part: SST-5 or binary CFIMDB.
+
+    python training/run_classifier.py --task sst --mode pretrain      # frozen BERT, only the head trains
+    python training/run_classifier.py --task cfimdb --mode finetune   # the whole model trains
+    python training/run_classifier.py --task sst --labelled-fraction 0.05 --steps 300   # few labels
+    python training/run_classifier.py --help
+
+Model: BERT -> [CLS] (or mean / pooler) vector -> dropout -> linear -> logits (heads/sentiment.py).
+Evaluates on dev after every epoch, keeps the best epoch, and writes its predictions in the course
+format to {predictions-dir}/{task}-{dev,test}-output.csv (header `id \\t Predicted_Sentiment`; note
+that run_multitask.py writes its sst files under the same names: give each its own --predictions-dir)
+and a JSON record (options, dev accuracy per epoch, wall time) to --json.
+
+--labelled-fraction keeps a seeded random fraction of the training set (nested: the 1% examples are
+among the 2% ones for the same seed). run_gan.py draws its labelled examples with the same function,
+so this is the plain fine-tuned baseline of the GAN-BERT sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data.batching import encode_examples, to_device  # noqa: E402
+from data.datasets import load_task  # noqa: E402
+from heads.sentiment import POOLINGS, SentimentHead  # noqa: E402
+from minbert import AdamW, BertModel, Tokenizer  # noqa: E402
+from minbert.safetensors import save_safetensors  # noqa: E402
+from training import freezing, tasks  # noqa: E402
+from training.optim import param_groups, warmup_linear  # noqa: E402
+from training.run_multitask import batches  # noqa: E402
+
+NUM_CLASSES = {"sst": 5, "cfimdb": 2}
+DEFAULT_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # a frozen encoder leaves only a linear layer to fit
+
+
+def labelled_subset(n: int, fraction: float, seed: int) -> list[int]:
+    """Sorted indices of a seeded random fraction (at least one example) of n training examples.
+    Nested across fractions: one permutation per seed, of which the first ceil(fraction * n) are kept."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    order = np.random.default_rng([seed, 424242]).permutation(n)  # own stream: independent of model init
+    return sorted(order[:max(1, math.ceil(fraction * n))].tolist())
+
+
+def sample(examples: list, limit: int | None) -> list:
+    """At most `limit` examples, a fixed random sample kept in file order (the same for every --seed).
+    Not the first N: the SST files are sorted by sentiment, so their first rows are mostly positive."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    keep = np.random.default_rng(0).permutation(len(examples))[:limit]
+    return [examples[i] for i in sorted(keep)]
+
+
+class SentimentClassifier(nn.Module):
+    """BertModel + SentimentHead; forward(inputs) -> logits (B, num_classes)."""
+
+    def __init__(self, encoder: BertModel, num_classes: int, pooling: str = "cls", dropout: float = 0.3):
+        super().__init__()
+        self.encoder = encoder
+        self.head = SentimentHead(encoder.config.hidden_size, num_classes, pooling=pooling, dropout=dropout)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.encoder(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
+        return self.head(out["last_hidden_state"], inputs["attention_mask"], pooler_output=out["pooler_output"])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("task and data")
+    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    g.add_argument("--data-dir",
+                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
+    g.add_argument("--labelled-fraction", type=float, default=1.0,
+                   help="train on a seeded random fraction of the training set, in (0, 1] (few-label baseline)")
+    g.add_argument("--limit-train", type=int,
+                   help="use a fixed random sample of N training examples (before --labelled-fraction)")
+    g.add_argument("--limit-eval", type=int,
+                   help="evaluate/predict a fixed random sample of N dev and test examples (partial files!)")
+    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
+    g.add_argument("--skip-bad-rows", action="store_true", help="skip malformed data rows instead of stopping")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    g.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain",
+                   help="pretrain: BERT frozen (eval mode, no dropout), only the head trains; finetune: all trains")
+    g.add_argument("--pooling", choices=POOLINGS, default="cls",
+                   help="sentence vector: [CLS], masked mean, or the pooler")
+    g.add_argument("--dropout", type=float, default=0.3, help="dropout before the linear layer (the course uses 0.3)")
+    g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=5, help="passes over the (labelled) training set")
+    g.add_argument("--steps", type=int,
+                   help="train exactly this many steps instead (cycling the data; overrides --epochs)")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default: {DEFAULT_LR})")
+    g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise LR decay in finetune mode (1: off)")
+    g.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW decoupled weight decay (not on LayerNorm/bias)")
+    g.add_argument("--warmup", type=float, default=0.06,
+                   help="fraction of steps with linear warm-up (then linear decay)")
+    g.add_argument("--batch-size", type=int, default=16, help="sentences per training batch")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=11711, help="model init, batch order and the labelled subset")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--out-dir", default="runs/classifier", help="checkpoint (model.safetensors) and the JSON record")
+    g.add_argument("--predictions-dir", default="predictions", help="where {task}-{dev,test}-output.csv go")
+    g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json)")
+    g.add_argument("--no-save", action="store_true", help="do not write the checkpoint")
+    args = p.parse_args(argv)
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.mode]
+    if not 0.0 < args.labelled_fraction <= 1.0:
+        p.error(f"--labelled-fraction must be in (0, 1], got {args.labelled_fraction}")
+    if args.batch_size < 1 or args.epochs < 1 or (args.steps is not None and args.steps < 1):
+        p.error("--batch-size, --epochs and --steps must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    return args
+
+
+@torch.no_grad()
+def predict(model: nn.Module, encoded: list[dict], pad_id: int, device) -> tuple[list, np.ndarray, np.ndarray | None]:
+    """(ids, predicted classes, gold labels or None) over encoded examples, in eval mode."""
+    was_training = model.training
+    model.eval()
+    ids, preds, labels = [], [], []
+    for b in batches(encoded, 128, pad_id, shuffle=False, seed=0):
+        preds.append(model(to_device(b["inputs"], device)).argmax(dim=-1).cpu().numpy())
+        ids += b["ids"]
+        if b["labels"] is not None:
+            labels.append(b["labels"].numpy())
+    model.train(was_training)
+    return ids, np.concatenate(preds), np.concatenate(labels) if labels else None
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    print(f"loading {args.model} and {args.task} ...")
+    tok = Tokenizer.from_pretrained(args.model)
+    model = SentimentClassifier(BertModel.from_pretrained(args.model, attn_implementation=args.attn),
+                                NUM_CLASSES[args.task], args.pooling, args.dropout).to(args.device)
+    data = {}
+    for split in ("train", "dev", "test"):
+        examples, skipped = load_task(args.task, split, args.data_dir, skip_bad=args.skip_bad_rows)
+        if skipped:
+            print(f"  {args.task}-{split}: skipped {skipped} bad rows")
+        limit = args.limit_train if split == "train" else args.limit_eval
+        data[split] = encode_examples(tok, sample(examples, limit), args.task, args.max_length)
+    n_all = len(data["train"])
+    data["train"] = [data["train"][i] for i in labelled_subset(n_all, args.labelled_fraction, args.seed)]
+
+    if args.mode == "pretrain":
+        freezing.freeze_encoder(model.encoder)
+    opt = AdamW(param_groups(model.encoder, {"head": model.head}, lr=args.lr, layer_decay=args.layer_decay,
+                             weight_decay=args.weight_decay), lr=args.lr)
+    n_batches = math.ceil(len(data["train"]) / args.batch_size)
+    total = args.steps or args.epochs * n_batches
+    sched = warmup_linear(opt, int(args.warmup * total), total)
+    print(f"{len(data['train'])} of {n_all} training examples labelled; {freezing.count_trainable(model):,} "
+          f"trainable parameters; {total} steps of batch {args.batch_size}")
+
+    def train_mode():
+        model.train()
+        if args.mode == "pretrain":
+            model.encoder.eval()  # frozen features: no dropout noise inside BERT, only in the head
+
+    best, best_state, history, step, epoch = -1.0, None, [], 0, 0
+    while step < total:
+        train_mode()
+        bar = tqdm(batches(data["train"], args.batch_size, tok.pad_id, True, args.seed, epoch),
+                   total=min(n_batches, total - step), desc=f"epoch {epoch + 1}", dynamic_ncols=True)
+        for b in bar:
+            b = to_device(b, args.device)
+            loss = F.cross_entropy(model(b["inputs"]).float(), b["labels"])
+            loss.backward()
+            if args.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step == total:
+                break
+        epoch += 1
+        _, preds, labels = predict(model, data["dev"], tok.pad_id, args.device)
+        acc = float((preds == labels).mean())
+        history.append({"epoch": epoch, "step": step, "dev_acc": acc, "seconds": round(time.time() - t0, 1)})
+        print(f"  epoch {epoch}: dev accuracy {acc:.4f}")
+        if acc > best:
+            best = acc
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    model.load_state_dict(best_state)
+    for split in ("dev", "test"):
+        ids, preds, _ = predict(model, data[split], tok.pad_id, args.device)
+        path = Path(args.predictions_dir) / f"{args.task}-{split}-output.csv"
+        tasks.write_predictions(path, "sst", ids, preds)  # same format: `id \t Predicted_Sentiment`, ints
+    if not args.no_save:
+        save_safetensors({k: v.cpu() for k, v in best_state.items()}, out_dir / "model.safetensors",
+                         metadata={"base_model": str(args.model), "task": args.task})
+    record = {"script": "run_classifier", "options": vars(args), "dev_acc": best, "history": history,
+              "train_examples": len(data["train"]), "train_pool": n_all, "steps": step,
+              "wall_seconds": round(time.time() - t0, 1)}
+    json_path = Path(args.json) if args.json else out_dir / "result.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=2))
+    if args.limit_eval:
+        print(f"note: --limit-eval {args.limit_eval}: the prediction files cover only part of each split")
+    print(f"best dev accuracy {best:.4f} ({args.task}, {args.mode}); predictions in {args.predictions_dir}/, "
+          f"record in {json_path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

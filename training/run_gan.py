@@ -1,0 +1,318 @@
+"""Few labels, many unlabelled sentences: plain classifier vs GAN-BERT vs AC-GAN-BERT (training/gan.py).
+
+    python training/run_gan.py --task sst --method gan --labelled 0.05 --seed 1
+    python training/run_gan.py --task sst --sweep --seeds 1,2,3 --freeze-encoder     # the whole grid
+    python training/run_gan.py --task cfimdb --method acgan --labelled 0.1 --embeddings-plot
+    python training/run_gan.py --help
+
+A seeded fraction of the training set keeps its labels (run_classifier.labelled_subset: the same
+examples as `run_classifier.py --labelled-fraction`); the rest is used without labels. Every method
+gets the same budget: --steps optimizer steps, each on --batch-size labelled examples, the same
+classifier (the discriminator's k real-class logits) and the same encoder treatment. GAN methods
+add --unlabelled-batch-size unlabelled sentences per step, and one generated embedding per real one.
+  plain : cross-entropy on the labelled batch only
+  gan   : GAN-BERT (Croce et al. 2020)
+  acgan : GAN-BERT with a class-conditioned generator and an auxiliary classifier (Odena et al. 2017)
+--freeze-encoder embeds every sentence once and trains only the small networks: a sweep of 7
+fractions x 3 methods x 3 seeds then takes minutes on a CPU. --sweep writes OUT_DIR/sweep.json and
+a plot of dev accuracy vs labelled fraction (PNG; needs matplotlib). --embeddings-plot writes a 2-D
+projection of real and generated embeddings per GAN run and prints the collapse ratio: the spread
+(trace of the covariance) of the generated embeddings of each class over that of the real ones.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.batching import collate, encode_examples, to_device  # noqa: E402
+from data.datasets import load_task  # noqa: E402
+from heads.pooling import cls_pool, mean_pool  # noqa: E402
+from minbert import AdamW, BertModel, Tokenizer  # noqa: E402
+from training import plots, tasks  # noqa: E402
+from training.gan import Discriminator, Generator, collapse_ratios, gan_step, supervised_loss  # noqa: E402
+from training.optim import param_groups, warmup_linear  # noqa: E402
+from training.run_classifier import NUM_CLASSES, labelled_subset, sample  # noqa: E402
+
+METHODS = ("plain", "gan", "acgan")
+FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("experiment")
+    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    g.add_argument("--method", choices=METHODS, default="gan", help="single run: plain, gan (GAN-BERT) or acgan")
+    g.add_argument("--labelled", type=float, default=0.1, help="single run: fraction of training examples with labels")
+    g.add_argument("--seed", type=int, default=1, help="single run: labelled subset, init, batches, noise")
+    g.add_argument("--sweep", action="store_true", help="run every --fractions x --methods x --seeds combination")
+    g.add_argument("--fractions", default=FRACTIONS, help="sweep: comma-separated labelled fractions")
+    g.add_argument("--methods", default=",".join(METHODS), help="sweep: comma-separated methods")
+    g.add_argument("--seeds", default="1,2,3", help="sweep: comma-separated seeds")
+    g.add_argument("--embeddings-plot", action="store_true", help="gan/acgan: PNG of real vs generated embeddings")
+    g.add_argument("--projection", choices=["pca", "tsne"], default="pca",
+                   help="2-D projection (tsne needs scikit-learn)")
+    g.add_argument("--plot-samples", type=int, default=1000, help="real and generated points in the embeddings plot")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data-dir",
+                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
+    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    g.add_argument("--limit-train", type=int,
+                   help="use a fixed random sample of N training examples (labelled + unlabelled)")
+    g.add_argument("--limit-eval", type=int, help="evaluate/predict a fixed random sample of N dev and test examples")
+    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
+    g.add_argument("--pooling", choices=["cls", "mean", "pooler"], default="mean",
+                   help="real sentence embedding (mean: all-MiniLM-L6-v2 was trained on it; frozen [CLS] is weak)")
+    g.add_argument("--freeze-encoder", action="store_true",
+                   help="keep BERT fixed (eval mode) and embed every sentence once")
+    g.add_argument("--noise-dim", type=int, default=100, help="generator input size (GAN-BERT: 100, uniform noise)")
+    g.add_argument("--gan-hidden", type=int, help="hidden width of G and D (default: the encoder's hidden size)")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout in G and D")
+    g = p.add_argument_group("budget and optimisation (identical for every method)")
+    g.add_argument("--steps", type=int, default=500, help="optimizer steps per run")
+    g.add_argument("--batch-size", type=int, default=32, help="labelled examples per step (cycled)")
+    g.add_argument("--unlabelled-batch-size", type=int,
+                   help="gan/acgan: unlabelled examples per step (default: --batch-size)")
+    g.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (GAN-BERT: 5e-5); unused when frozen")
+    g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D and G")
+    g.add_argument("--warmup", type=float, default=0.1,
+                   help="fraction of steps with linear warm-up (then linear decay)")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping per player (0: off)")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, ...")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--log-every", type=int, default=100, help="steps between loss lines")
+    g.add_argument("--out-dir", default="runs/gan", help="JSON records, plots, predictions of a single run")
+    g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json or OUT_DIR/sweep.json)")
+    args = p.parse_args(argv)
+    try:
+        args.fractions = [float(f) for f in args.fractions.split(",") if f]
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError as e:
+        p.error(f"--fractions / --seeds: {e}")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if bad := [m for m in args.methods if m not in METHODS]:
+        p.error(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
+    if not all(0 < f <= 1 for f in [*args.fractions, args.labelled]):
+        p.error("labelled fractions must lie in (0, 1]")
+    if min(args.steps, args.batch_size, args.plot_samples) < 1:
+        p.error("--steps, --batch-size and --plot-samples must be at least 1")
+    args.unlabelled_batch_size = args.unlabelled_batch_size or args.batch_size
+    return args
+
+
+@torch.no_grad()
+def embed_all(encoder: BertModel, encoded: list[dict], pad_id: int, pooling: str, device) -> torch.Tensor:
+    """Sentence embeddings (N, C) of every encoded example in eval mode, row i for example i."""
+    was_training = encoder.training
+    encoder.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))  # little padding
+    out = torch.zeros(len(encoded), encoder.config.hidden_size)
+    for start in range(0, len(order), 128):
+        idx = order[start:start + 128]
+        out[idx] = pool(encoder, collate([encoded[i] for i in idx], pad_id)["inputs"], pooling, device).float().cpu()
+    encoder.train(was_training)
+    return out
+
+
+def pool(encoder: BertModel, inputs: dict, pooling: str, device) -> torch.Tensor:
+    inputs = to_device(inputs, device)
+    out = encoder(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+    if pooling == "pooler":
+        return out["pooler_output"]
+    h = out["last_hidden_state"]  # (B, T, C)
+    return cls_pool(h) if pooling == "cls" else mean_pool(h, inputs["attention_mask"])
+
+
+def load(args) -> dict:
+    """Tokenizer, pristine encoder, encoded splits and, with --freeze-encoder, cached embeddings."""
+    tok = Tokenizer.from_pretrained(args.model)
+    encoder = BertModel.from_pretrained(args.model, attn_implementation="sdpa").to(args.device)
+    data = {}
+    for split in ("train", "dev", "test"):
+        examples, _ = load_task(args.task, split, args.data_dir)
+        limit = args.limit_train if split == "train" else args.limit_eval
+        data[split] = encode_examples(tok, sample(examples, limit), args.task, args.max_length)
+    env = {"tok": tok, "encoder": encoder, "data": data, "k": NUM_CLASSES[args.task],
+           "labels": torch.tensor([e["label"] for e in data["train"]])}
+    if args.freeze_encoder:
+        print("embedding every sentence once (frozen encoder) ...")
+        env["cache"] = {s: embed_all(encoder, data[s], tok.pad_id, args.pooling, args.device) for s in data}
+    return env
+
+
+def endless(indices: list[int], batch_size: int, rng: np.random.Generator):
+    """Shuffled batches of indices, reshuffled after every pass."""
+    while True:
+        order = rng.permutation(indices)
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size].tolist()
+
+
+def run_one(args, env: dict, method: str, fraction: float, seed: int, write_files: bool = False) -> dict:
+    t0 = time.time()
+    torch.manual_seed(seed)
+    k, data, tok, train_labels = env["k"], env["data"], env["tok"], env["labels"]
+    cached = env.get("cache")
+    encoder = None if cached else copy.deepcopy(env["encoder"]).train()  # every run starts from the checkpoint
+    C = env["encoder"].config.hidden_size
+    D = Discriminator(C, k, args.gan_hidden, args.dropout).to(args.device)
+    G = Generator(args.noise_dim, C, k if method == "acgan" else 0, args.gan_hidden, args.dropout).to(args.device)
+    n = len(data["train"])
+    labelled = labelled_subset(n, fraction, seed)
+    unlabelled = sorted(set(range(n)) - set(labelled))
+    use_unlabelled = method != "plain" and unlabelled
+
+    if encoder is not None:
+        groups = param_groups(encoder, {"D": D}, lr=args.lr, head_lr=args.head_lr)
+        d_params = [p for p in encoder.parameters() if p.requires_grad] + list(D.parameters())
+    else:
+        groups, d_params = [{"params": list(D.parameters()), "lr": args.head_lr}], list(D.parameters())
+    d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01)
+    g_opt = AdamW(G.parameters(), lr=args.head_lr)
+    warm = int(args.warmup * args.steps)
+    scheds = [warmup_linear(o, warm, args.steps) for o in ([d_opt] if method == "plain" else [d_opt, g_opt])]
+    rng = np.random.default_rng([seed, 7])
+    lab_stream = endless(labelled, args.batch_size, rng)
+    unl_stream = endless(unlabelled, args.unlabelled_batch_size, rng) if use_unlabelled else None
+
+    def real_embeddings(idx):
+        if cached is not None:
+            return cached["train"][idx].to(args.device)
+        return pool(encoder, collate([data["train"][i] for i in idx], tok.pad_id)["inputs"], args.pooling, args.device)
+
+    log, running = [], {}
+    for step in range(1, args.steps + 1):
+        li = next(lab_stream)
+        idx = li + (next(unl_stream) if unl_stream else [])
+        h = real_embeddings(idx)  # (B, C)
+        y = train_labels[idx].to(args.device)
+        mask = torch.arange(len(idx), device=args.device) < len(li)  # (B,) True on the labelled rows
+        if method == "plain":
+            loss = supervised_loss(D(h)[1], y, mask)
+            d_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip:
+                torch.nn.utils.clip_grad_norm_(d_params, args.clip)
+            d_opt.step()
+            stats = {"d_loss": loss.item()}
+        else:
+            fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
+            stats = gan_step(G, D, h, y, mask, d_params, d_opt, g_opt, fake_labels=fake_y, clip=args.clip)
+        for s in scheds:
+            s.step()
+        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in stats.items()}
+        if step % args.log_every == 0 or step == args.steps:
+            log.append({"step": step, **{key: round(v, 4) for key, v in running.items()}})
+
+    # ---- evaluation: the discriminator's k real-class logits are the classifier ----
+    D.eval()
+    G.eval()
+
+    def embeddings(split):
+        return cached[split] if cached is not None else embed_all(encoder, data[split], tok.pad_id, args.pooling,
+                                                                  args.device)
+
+    with torch.no_grad():
+        preds = {s: D(embeddings(s).to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s in ("dev", "test")}
+    gold = np.array([e["label"] for e in data["dev"]])
+    record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
+              "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
+              "log": log, "seconds": round(time.time() - t0, 1)}
+    if method != "plain":
+        def train_embeddings(idx):  # only the sampled rows: embedding all of SST with a live encoder is slow
+            if cached is not None:
+                return cached["train"][idx]
+            return embed_all(encoder, [data["train"][i] for i in idx], tok.pad_id, args.pooling, args.device)
+        record["collapse"] = embedding_report(args, env, G, D, train_embeddings, method, fraction, seed)
+    if write_files:
+        for s in ("dev", "test"):
+            tasks.write_predictions(Path(args.out_dir) / "predictions" / f"{args.task}-{s}-output.csv", "sst",
+                                    [e["id"] for e in data[s]], preds[s])
+    print(f"  {method:>5}  labelled {fraction:>5.0%} ({len(labelled)})  seed {seed}: dev accuracy "
+          f"{record['dev_acc']:.4f}  ({record['seconds']:.0f} s)")
+    return record
+
+
+@torch.no_grad()
+def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, method: str, fraction: float,
+                     seed: int) -> dict:
+    """Collapse ratios of generated vs real train embeddings (real_fn(indices) -> (m, C)), and
+    optionally their 2-D picture. Generated rows are grouped by their conditioning class (acgan) or
+    by D's predicted class (gan)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(env["labels"])
+    m = min(args.plot_samples, n)
+    pick = torch.randperm(n, generator=gen)[:m].tolist()
+    real, real_y = real_fn(pick).float().cpu(), env["labels"][pick]  # (m, C), (m,)
+    z = G.sample_noise(m, args.device, generator=gen)
+    fake_y = torch.randint(0, env["k"], (m,), generator=gen).to(args.device) if method == "acgan" else None
+    fake = G(z, fake_y).float()  # (m, C)
+    if fake_y is None:
+        fake_y = D(fake)[1][:, :-1].argmax(-1)
+    fake, fake_y = fake.cpu(), fake_y.cpu()
+    ratios = collapse_ratios(real, real_y, fake, fake_y, env["k"])
+    print(f"    collapse ({method}): generated/real spread, all {ratios['all']:.3f}, mean per class "
+          f"{ratios['mean_per_class']:.3f}  (1: as varied as real sentences, 0: collapsed)")
+    if args.embeddings_plot:
+        xy, how = plots.project_2d(torch.cat([real, fake]).numpy(), args.projection, seed)
+        path = Path(args.out_dir) / f"embeddings-{args.task}-{method}-{fraction:g}-seed{seed}.png"
+        if plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path,
+                                 f"{method}, {fraction:.0%} labelled, {how}", env["k"]):
+            print(f"    wrote {path}")
+    return ratios
+
+
+def summarize(records: list[dict]) -> dict:
+    """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds."""
+    out: dict = {}
+    for r in records:
+        out.setdefault(r["method"], {}).setdefault(f"{r['fraction']:g}", []).append(r["dev_acc"])
+    return {m: {f: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for f, v in by.items()}
+            for m, by in out.items()}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"loading {args.model} and {args.task} ...")
+    env = load(args)
+    if args.sweep:
+        runs = [(m, f, s) for f in args.fractions for m in args.methods for s in args.seeds]
+        print(f"sweep: {len(runs)} runs of {args.steps} steps")
+        records = [run_one(args, env, m, f, s) for m, f, s in runs]
+        summary = summarize(records)
+        result = {"script": "run_gan", "sweep": True, "options": vars(args), "summary": summary, "runs": records}
+        print(f"\n{'labelled':>9} " + " ".join(f"{m:>15}" for m in summary))
+        for f in sorted({f for by in summary.values() for f in by}, key=float):
+            print(f"{float(f):>9.0%} " + " ".join(
+                f"{by[f]['mean']:>8.4f}+-{by[f]['std']:.3f}" if f in by else f"{'':>15}" for by in summary.values()))
+        png = plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
+                               f"{args.task}: dev accuracy vs labelled data ({args.steps} steps)")
+        if png:
+            print(f"wrote {png}")
+    else:
+        result = {"script": "run_gan", "sweep": False, "options": vars(args),
+                  **run_one(args, env, args.method, args.labelled, args.seed, write_files=True)}
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    path = Path(args.json) if args.json else out_dir / ("sweep.json" if args.sweep else "result.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"record in {path} ({result['wall_seconds']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
