@@ -58,16 +58,28 @@ STEPS: list[Step] = [
          "project each task gradient off the ones it conflicts with (Yu et al. 2020)",
          {"training/pcgrad.py": {"project_conflicting": "PCGrad: remove each conflicting component, "
                                                         "using the other tasks' original gradients"}}),
+    Step(10, "Distillation targets", 10, "tests/graded/test_step10_distillation.py",
+         "BAM! teacher annealing: the lambda schedule, gold/teacher mixed targets and the soft losses",
+         {"training/distill_targets.py": {
+             "annealed_lambda": "lambda = step / total_steps, clamped to [0, 1]",
+             "mixed_targets": "lam * gold + (1 - lam) * teacher, gold one-hot (B, 5) for sst",
+             "distill_loss": "soft cross-entropy (sst), BCE with logits on soft labels (quora), MSE (sts)"}}),
+    Step(11, "GAN-BERT losses", 10, "tests/graded/test_step11_gan.py",
+         "semi-supervised GAN losses: labelled-only cross-entropy, D's real/fake terms, G's adversarial "
+         "+ feature matching, the AC-GAN class terms",
+         {"training/gan.py": {
+             "supervised_loss": "cross-entropy on logits[labelled, :k] (0 when no row is labelled)",
+             "discriminator_loss": "supervised - mean log(1 - p_fake(real)) - mean log p_fake(fake) "
+                                   "[+ CE(fake_logits[:, :k], fake_labels)]",
+             "generator_loss": "-mean log(1 - p_fake(fake)) + feature matching (real features detached) "
+                               "[+ CE(fake_logits[:, :k], fake_labels)]"}}),
 ]
 
 
 # Files with fences that no step grades yet (their steps are planned); the scaffold still strips them.
 # tests/test_course.py fails on a fence that is neither in a step nor here; remove a file from here
 # when its step's row is added above.
-PENDING: dict[str, str] = {
-    "training/distill_targets.py": "step 10 (distillation targets, not graded yet)",
-    "training/gan.py": "step 11 (GAN-BERT losses, not graded yet)",
-}
+PENDING: dict[str, str] = {}
 
 
 def get_steps(numbers: list[int] | None = None) -> list[Step]:
