@@ -43,7 +43,8 @@ class BertModel(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         mask = None
         # A batch without padding needs no mask: the SDPA kernels are fastest (and exact) without one.
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # Under torch.compile that data-dependent test would split the graph, so keep the mask there.
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             mask = extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
         for layer in self.layers:
             x = layer(x, mask)

@@ -1,0 +1,459 @@
+"""How fast is minbert? Side by side with transformers' BertModel, in one process.
+
+    python training/benchmark.py                          # CPU sections, 2 threads (several minutes)
+    python training/benchmark.py --json bench.json        # also write the JSON record
+    python training/benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
+    python training/benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
+
+Sections (--sections):
+  train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
+         the embedded all-MiniLM-L6-v2): minbert manual / sdpa vs transformers eager / sdpa
+  infer  the same four models in eval mode under no_grad (sentence encoding)
+  epoch  one training epoch of each task: real tokens vs tokens computed (exact), and wall time
+         (sampled, extrapolated) with our length-bucketed batches, the course's plain random
+         batches padded to the batch maximum, and padding to a fixed --max-length (128)
+  gpu    bert-base shape, bf16 autocast + TF32 + fused AdamW (+ --compile): seq/s, MFU, memory
+
+Fairness: the contenders share the weights (checked: their outputs agree), the batch, the thread
+count and the optimizer (torch.optim.AdamW, fused); repetitions run in A B C D D C B A ... order
+so that drift (other processes, clocks) hits all of them alike; we report median and min-max.
+Without transformers installed only minbert is measured, and the output says so.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from data.batching import (BucketBatchSampler, RandomBatchSampler, collate, encode_examples,  # noqa: E402
+                           example_lengths, padding_stats)
+from data.datasets import load_task  # noqa: E402
+from minbert import BertConfig, BertModel, Tokenizer  # noqa: E402
+from minbert.checkpoint import minbert_to_hf  # noqa: E402
+
+try:
+    import transformers
+except ImportError:  # optional: the benchmark then reports minbert alone
+    transformers = None
+
+PAIRS = {"minbert-manual": "transformers-eager", "minbert-sdpa": "transformers-sdpa"}
+GOALS = {"minbert-manual/transformers-eager": 1.0, "minbert-sdpa/transformers-sdpa": 1.10}
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets; the first match wins.
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756), ("H100 NVL", 835), ("GH200", 989), ("H200", 989),
+                    ("H100", 989), ("A100", 312), ("L40S", 362), ("L4", 121)]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="train,infer,epoch,gpu", help="comma list of train, infer, epoch, gpu")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint name or dir, or 'tiny' "
+                   "(2 layers, random weights, the real vocabulary: smoke tests)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, the same for every contender")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shapes", default="sst-bucket,sst-random,128", help="train/infer batches: sst-bucket "
+                   "(the median-length batch of a bucketed SST epoch), sst-random (the same for plain "
+                   "random batches), or an int T (random ids, T tokens each, no padding)")
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions per contender")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions per contender first")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="train/infer: also print the N ops with the most self CPU time, per contender")
+    p.add_argument("--data-dir", default=None, help="CS224N files (default $MINBERT_DATA_DIR, ../shared/data)")
+    p.add_argument("--tasks", default="sst,quora,sts", help="tasks of the epoch section")
+    p.add_argument("--max-length", type=int, default=128, help="truncation, and the fixed padding length")
+    p.add_argument("--pair-mode", choices=["cross", "bi"], default="cross", help="epoch: quora/sts pairs "
+                   "as one [CLS] a [SEP] b [SEP] sequence (cross, the training default) or two sequences")
+    p.add_argument("--epoch-batches", type=int, default=8,
+                   help="epoch: batches timed per scheme; the epoch's wall time is extrapolated from them")
+    p.add_argument("--gpu-batch-size", type=int, default=128)
+    p.add_argument("--gpu-seq-len", type=int, default=128)
+    p.add_argument("--gpu-steps", type=int, default=10, help="training steps per timed GPU repetition")
+    p.add_argument("--compile", action="store_true", help="gpu: torch.compile every contender")
+    p.add_argument("--peak-tflops", type=float, default=None, help="gpu: the device's bf16 peak, for MFU")
+    p.add_argument("--json", default=None, help="write the full record to this path")
+    args = p.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    if set(args.sections) - {"train", "infer", "epoch", "gpu"}:
+        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu")
+    for name in ("threads", "batch_size", "reps", "epoch_batches", "gpu_batch_size", "gpu_seq_len", "gpu_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+# ----------------------------------------------------------------------------- models and batches
+
+def load_model(name: str, impl: str) -> BertModel:
+    if name == "tiny":
+        torch.manual_seed(0)
+        return BertModel(BertConfig(**TINY, attn_implementation=impl))
+    return BertModel.from_pretrained(name, attn_implementation=impl)
+
+
+def hf_copy(model: BertModel, attn_implementation: str) -> torch.nn.Module:
+    """A transformers BertModel holding exactly `model`'s weights."""
+    hf = transformers.BertModel(transformers.BertConfig(**model.config.to_dict(),
+                                                        attn_implementation=attn_implementation))
+    missing, unexpected = hf.load_state_dict(minbert_to_hf(model.state_dict(), model.config), strict=False)
+    if unexpected or any("position_ids" not in k for k in missing):
+        raise RuntimeError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
+    return hf
+
+
+def contenders(base: BertModel) -> dict[str, torch.nn.Module]:
+    """minbert manual / sdpa and transformers eager / sdpa, all with base's weights."""
+    sdpa = BertModel(dataclasses.replace(base.config, attn_implementation="sdpa"))
+    sdpa.load_state_dict(base.state_dict())
+    models = {"minbert-manual": base, "minbert-sdpa": sdpa}
+    if transformers is not None:
+        models.update({"transformers-eager": hf_copy(base, "eager"), "transformers-sdpa": hf_copy(base, "sdpa")})
+    return models
+
+
+def synthetic_batch(B: int, T: int, vocab_size: int, device="cpu") -> dict[str, torch.Tensor]:
+    """Random ids, every sequence T long (no padding): a fixed compute shape."""
+    ids = torch.randint(min(1000, vocab_size - 1), vocab_size, (B, T), generator=torch.Generator().manual_seed(T))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def pad_to(inputs: dict[str, torch.Tensor], T: int) -> dict[str, torch.Tensor]:
+    """Right-pad a collated (B, t) batch to (B, T) with zeros (pad id, mask 0, segment 0)."""
+    return {k: torch.nn.functional.pad(v, (0, T - v.shape[1])) for k, v in inputs.items()}
+
+
+_ENCODED: dict[tuple, list[dict]] = {}
+
+
+def encoded_task(args, tok: Tokenizer, task: str) -> list[dict]:
+    key = (task, str(args.data_dir), args.max_length, args.pair_mode)
+    if key not in _ENCODED:
+        examples, _ = load_task(task, "train", args.data_dir, skip_bad=True)
+        cross = args.pair_mode == "cross" and task != "sst"
+        _ENCODED[key] = encode_examples(tok, examples, task, max_length=args.max_length, cross_encoder=cross)
+    return _ENCODED[key]
+
+
+def cpu_batches(args, tok: Tokenizer, vocab_size: int, notes: list[str]) -> dict[str, dict]:
+    out = {}
+    for shape in args.shapes.split(","):
+        if shape.isdigit():
+            out[f"T{shape}"] = synthetic_batch(args.batch_size, int(shape), vocab_size)
+            continue
+        if shape not in ("sst-bucket", "sst-random"):
+            raise SystemExit(f"--shapes: unknown shape {shape!r}; use sst-bucket, sst-random or an int")
+        try:
+            enc = encoded_task(args, tok, "sst")
+        except FileNotFoundError as e:
+            notes.append(f"shape {shape} skipped: no SST data ({str(e).splitlines()[0]})")
+            continue
+        sampler = (BucketBatchSampler(example_lengths(enc), args.batch_size, seed=0) if shape == "sst-bucket"
+                   else RandomBatchSampler(len(enc), args.batch_size, seed=0))
+        # the batch of median padded length: what a typical step of that epoch computes
+        by_len = sorted(sampler, key=lambda b: max(len(enc[i]["input_ids"]) for i in b))
+        out[shape] = collate([enc[i] for i in by_len[len(by_len) // 2]], tok.pad_id)["inputs"]
+    return out
+
+
+# ----------------------------------------------------------------------------- timing
+
+def interleaved(fns: dict[str, Callable[[], None]], reps: int, warmup: int,
+                sync: Callable[[], None] = lambda: None) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds per call of each fn; calls alternate A B C D, D C B A, ... to
+    cancel drift. CPU time (all threads) moves less than wall time when other processes compete."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    times = {n: [] for n in names}
+    for r in range(reps):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fns[n]()
+            sync()
+            times[n].append((time.perf_counter() - t0, time.process_time() - c0))
+    return times
+
+
+def summary(times: list[tuple[float, float]], n_seq: int) -> dict:
+    wall = [w for w, _ in times]
+    med = statistics.median(wall)
+    return {"median_s": med, "min_s": min(wall), "max_s": max(wall), "reps": len(wall), "seq_per_s": n_seq / med,
+            "cpu_median_s": statistics.median(c for _, c in times)}
+
+
+def train_step(model, opt, batches: list[dict], autocast=contextlib.nullcontext) -> Callable[[], None]:
+    """forward (of each batch: the input, or one side of a pair) + backward + optimizer step."""
+    def step():
+        with autocast():
+            loss = sum(model(**b)["last_hidden_state"].float().square().mean() for b in batches)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def infer_step(model, batch: dict) -> Callable[[], None]:
+    return torch.no_grad()(lambda: model(**batch)["last_hidden_state"])
+
+
+def profile_table(fn: Callable[[], None], n: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=n)
+
+
+# ----------------------------------------------------------------------------- sections
+
+def model_section(mode: str, models: dict, batches: dict, args) -> list[dict]:
+    """train or infer: every contender on every batch shape."""
+    rows = []
+    for shape, batch in batches.items():
+        fns = {}
+        for name, m in models.items():
+            m.train(mode == "train")
+            fns[name] = (train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True), [batch])
+                         if mode == "train" else infer_step(m, batch))
+        times = interleaved(fns, args.reps, args.warmup)
+        B, T = batch["input_ids"].shape
+        res = {n: summary(t, B) for n, t in times.items()}
+        rows.append({"shape": shape, "B": B, "T": T, "padding": 1 - int(batch["attention_mask"].sum()) / (B * T),
+                     "results": res, "ratios": {f"{a}/{b}": res[a]["seq_per_s"] / res[b]["seq_per_s"]
+                                                for a, b in PAIRS.items() if a in res and b in res}})
+        if args.profile and shape == next(iter(batches)):
+            for name, fn in fns.items():
+                print(f"\n-- {mode} {shape}: {name}, top {args.profile} ops by self CPU time --")
+                print(profile_table(fn, args.profile))
+        for m in models.values():  # free grads before the next shape (the optimizers go with fns)
+            m.zero_grad(set_to_none=True)
+    return rows
+
+
+def check_same_outputs(models: dict, batch: dict) -> dict[str, float]:
+    """Max |difference| of last_hidden_state on real tokens vs minbert-manual: same weights, same math."""
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        outs = {n: m.eval()(**batch)["last_hidden_state"][real] for n, m in models.items()}
+    return {n: (o - outs["minbert-manual"]).abs().max().item() for n, o in outs.items()}
+
+
+def epoch_section(args, tok: Tokenizer, model: BertModel, notes: list[str]) -> dict:
+    """Per padding scheme: tokens (exact, the whole epoch) and wall time (sampled, extrapolated)."""
+    B, T_fix = args.batch_size, args.max_length
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    out = {}
+    for task in args.tasks.split(","):
+        try:
+            enc = encoded_task(args, tok, task)
+        except FileNotFoundError as e:
+            notes.append(f"epoch {task} skipped: {str(e).splitlines()[0]}")
+            continue
+        sides = [""] if "input_ids" in enc[0] else ["_1", "_2"]  # a bi-encoder pads each side apart
+        lengths = {s: [len(e["input_ids" + s]) for e in enc] for s in sides}
+        random_batches = list(RandomBatchSampler(len(enc), B, seed=0))
+        schemes = {"bucket": list(BucketBatchSampler(example_lengths(enc), B, seed=0)),
+                   "random": random_batches, "fixed": random_batches}
+        rows = {}
+        for scheme, batches in schemes.items():
+            stats = [padding_stats(lengths[s], batches) for s in sides]
+            real = sum(st["real"] for st in stats)
+            computed = len(enc) * T_fix * len(sides) if scheme == "fixed" else sum(st["computed"] for st in stats)
+            rows[scheme] = {"batches": len(batches), "real_tokens": real, "computed_tokens": computed,
+                            "computed_over_real": computed / real}
+
+        def inputs(scheme: str, i: int) -> list[dict]:
+            c = collate([enc[j] for j in schemes[scheme][i]], tok.pad_id)
+            parts = [c["inputs"]] if "inputs" in c else [c["inputs1"], c["inputs2"]]
+            return [pad_to(p, T_fix) for p in parts] if scheme == "fixed" else parts
+
+        for scheme in schemes:  # one untimed step each: first-call allocations
+            train_step(model, opt, inputs(scheme, 0))()
+        spent, tokens = dict.fromkeys(schemes, 0.0), dict.fromkeys(schemes, 0)
+        n = min(args.epoch_batches, len(random_batches))
+        for i in range(n):  # batch i of each scheme's (shuffled) epoch, schemes interleaved
+            for scheme in (list(schemes) if i % 2 == 0 else list(schemes)[::-1]):
+                parts = inputs(scheme, i)
+                step = train_step(model, opt, parts)
+                t0 = time.perf_counter()
+                step()
+                spent[scheme] += time.perf_counter() - t0
+                tokens[scheme] += sum(p["input_ids"].numel() for p in parts)
+        for scheme, row in rows.items():  # seconds per computed token of the sample x the epoch's
+            row.update(timed_batches=n, epoch_s_est=spent[scheme] / tokens[scheme] * row["computed_tokens"])
+        kind = "bi-encoder" if len(sides) == 2 else "cross-encoder" if task != "sst" else "single"
+        out[task] = {"examples": len(enc), "pairs": kind, "schemes": rows}
+    return {"model": "minbert-sdpa, train mode", "batch_size": B, "fixed_length": T_fix, "tasks": out,
+            "wall_time_note": f"wall time measured on the first {args.epoch_batches} batches of each scheme's "
+                              "epoch and scaled by computed tokens (extrapolated, not a full epoch)"}
+
+
+def peak_tflops(device_name: str, override: float | None) -> float | None:
+    return override or next((v for k, v in PEAK_BF16_TFLOPS if k in device_name), None)
+
+
+def train_flops_per_seq(model: BertModel, T: int) -> float:
+    """6 N T + 12 L T^2 C (PaLM, appendix B): N = parameters of the encoder layers (embeddings are
+    lookups, the pooler sees one token); the second term is Q K^T and att V, forward and backward."""
+    c = model.config
+    return 6 * sum(p.numel() for p in model.layers.parameters()) * T + 12 * c.num_hidden_layers * T * T * c.hidden_size
+
+
+def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: int, reps: int,
+              steps: int, compile_: bool = False, peak: float | None = None, warmup: int = 2) -> dict:
+    """Training steps in bf16 autocast with TF32 matmuls and fused AdamW, random weights."""
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.manual_seed(0)
+    base = BertModel(dataclasses.replace(cfg, attn_implementation="sdpa"))
+    models = {"minbert-sdpa": base}
+    if transformers is not None:
+        models["transformers-sdpa"] = hf_copy(base, "sdpa")
+    batch = synthetic_batch(batch_size, seq_len, cfg.vocab_size, device)
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    fns, memory = {}, {}
+    try:
+        for name, m in models.items():
+            before = torch.cuda.memory_allocated() if cuda else 0
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            m.to(device).train()
+            step = train_step(torch.compile(m) if compile_ else m, torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True),
+                              [batch], lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            for _ in range(warmup):  # compiles, allocates the optimizer state
+                step()
+            sync()
+            # weights + grads + AdamW state + peak activations of this contender alone
+            memory[name] = (torch.cuda.max_memory_allocated() - before) / 2**30 if cuda else None
+            fns[name] = lambda step=step: [step() for _ in range(steps)]
+        times = interleaved(fns, reps, 0, sync)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
+    name = torch.cuda.get_device_name(device) if cuda else str(device)
+    peak, flops = peak_tflops(name, peak), train_flops_per_seq(base, seq_len)
+    res = {}
+    for n, t in times.items():
+        s = res[n] = summary(t, batch_size * steps)
+        s.update(tflops=s["seq_per_s"] * flops / 1e12, peak_mem_gib=memory[n])
+        s["mfu"] = s["tflops"] / peak if peak else None
+    ratios = ({"minbert-sdpa/transformers-sdpa": res["minbert-sdpa"]["seq_per_s"] / res["transformers-sdpa"]["seq_per_s"]}
+              if "transformers-sdpa" in res else {})
+    return {"device": name, "B": batch_size, "T": seq_len, "steps_per_rep": steps, "compile": compile_,
+            "peak_tflops": peak, "flops_per_seq": flops, "results": res, "ratios": ratios}
+
+
+# ----------------------------------------------------------------------------- report
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n== {title} ==\n{'shape':11s} {'B':>3s} {'T':>4s} {'pad':>4s}  {'contender':19s} {'seq/s':>8s} "
+          f"{'median ms':>10s} {'min-max ms':>15s} {'cpu ms':>8s}  vs transformers")
+    for row in rows:
+        for n, s in row["results"].items():
+            ratio = row["ratios"].get(f"{n}/{PAIRS.get(n)}")
+            print(f"{row['shape']:11s} {row['B']:3d} {row['T']:4d} {row['padding']:4.0%}  {n:19s} "
+                  f"{s['seq_per_s']:8.1f} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:7.1f}-{s['max_s'] * 1e3:<7.1f} "
+                  f"{s['cpu_median_s'] * 1e3:8.1f}  " + (f"{ratio:.3f}x {PAIRS[n].split('-')[1]}" if ratio else ""))
+
+
+def print_epoch(ep: dict) -> None:
+    print(f"\n== one training epoch, batch {ep['batch_size']}: {ep['wall_time_note']} ==\n"
+          f"{'task':6s} {'pairs':13s} {'scheme':7s} {'batches':>7s} {'real tok':>10s} {'computed':>10s} "
+          f"{'comp/real':>9s} {'epoch s (est)':>13s}")
+    for task, t in ep["tasks"].items():
+        for scheme, r in t["schemes"].items():
+            print(f"{task:6s} {t['pairs']:13s} {scheme:7s} {r['batches']:7d} {r['real_tokens']:10d} "
+                  f"{r['computed_tokens']:10d} {r['computed_over_real']:9.3f} {r['epoch_s_est']:13.1f}")
+
+
+def print_gpu(g: dict) -> None:
+    print(f"\n== GPU training step, bert-base shape, bf16 autocast + TF32 + fused AdamW"
+          f"{' + compile' if g['compile'] else ''}: {g['device']}, B={g['B']}, T={g['T']}, "
+          f"peak {g['peak_tflops']} TFLOP/s ==")
+    for n, s in g["results"].items():
+        mfu = f"{s['mfu']:.1%}" if s["mfu"] is not None else "n/a (pass --peak-tflops)"
+        print(f"{n:19s} {s['seq_per_s']:9.1f} seq/s  {s['tflops']:6.1f} TFLOP/s  MFU {mfu}  "
+              f"peak mem {s['peak_mem_gib']:.2f} GiB")
+    for k, v in g["ratios"].items():
+        print(f"{k}: {v:.3f}x")
+
+
+def check_targets(rec: dict) -> list[dict]:
+    """The goals of the performance issue, checked against this run's numbers."""
+    out = [{"what": f"{sec} {row['shape']} {k}", "value": v, "goal": f">= {GOALS[k]}", "met": v >= GOALS[k]}
+           for sec in ("train", "infer") for row in rec.get(sec, []) for k, v in row["ratios"].items()]
+    for task, t in rec.get("epoch", {}).get("tasks", {}).items():
+        v = t["schemes"]["bucket"]["computed_over_real"]
+        out.append({"what": f"epoch {task} bucket computed/real tokens", "value": v, "goal": "<= 1.05", "met": v <= 1.05})
+    for n, s in rec.get("gpu", {}).get("results", {}).items():
+        if n == "minbert-sdpa" and s["mfu"] is not None:
+            out.append({"what": "gpu minbert-sdpa MFU", "value": s["mfu"], "goal": ">= 0.45", "met": s["mfu"] >= 0.45})
+    for k, v in rec.get("gpu", {}).get("ratios", {}).items():
+        out.append({"what": f"gpu {k}", "value": v, "goal": ">= 1.2", "met": v >= 1.2})
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    notes = [] if transformers else ["transformers is not installed: minbert alone, no ratios"]
+    rec = {"meta": {"argv": sys.argv[1:] if argv is None else list(argv), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "torch": torch.__version__, "transformers": getattr(transformers, "__version__", None),
+                    "python": platform.python_version(), "platform": platform.platform(),
+                    "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "model": args.model,
+                    "batch_size": args.batch_size, "reps": args.reps, "warmup": args.warmup,
+                    "optimizer": "torch.optim.AdamW(fused=True), the same for every contender",
+                    "loss": "mean of last_hidden_state squared", "notes": notes}}
+    print(f"minbert benchmark: torch {torch.__version__}, transformers {rec['meta']['transformers']}, "
+          f"{args.threads} threads, model {args.model}, batch {args.batch_size}, "
+          f"median of {args.reps} interleaved reps after {args.warmup} warm-up")
+    tok = Tokenizer.from_pretrained()
+    if {"train", "infer", "epoch"} & set(args.sections):
+        models = contenders(load_model(args.model, "manual"))
+        batches = cpu_batches(args, tok, models["minbert-manual"].config.vocab_size, notes)
+        if batches and transformers is not None:
+            rec["meta"]["max_abs_diff_vs_minbert_manual"] = check_same_outputs(models, next(iter(batches.values())))
+        for sec, title in (("train", "training step: forward + backward + AdamW (CPU)"),
+                           ("infer", "inference: eval + no_grad (CPU)")):
+            if sec in args.sections:
+                rec[sec] = model_section(sec, models, batches, args)
+                print_rows(title, rec[sec])
+        if "epoch" in args.sections:
+            rec["epoch"] = epoch_section(args, tok, models["minbert-sdpa"], notes)
+            print_epoch(rec["epoch"])
+    if "gpu" in args.sections:
+        if torch.cuda.is_available():
+            rec["gpu"] = gpu_bench(BertConfig(), torch.device("cuda"), args.gpu_batch_size, args.gpu_seq_len,
+                                   args.reps, args.gpu_steps, args.compile, args.peak_tflops, args.warmup)
+            print_gpu(rec["gpu"])
+        else:
+            rec["gpu"] = {"skipped": "no CUDA device"}
+            print("\n== GPU: skipped, no CUDA device ==")
+    rec["targets"] = check_targets(rec)
+    print("\n== targets ==" if rec["targets"] else "")
+    for t in rec["targets"]:
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['what']}: {t['value']:.3f} (goal {t['goal']})")
+    for n in notes:
+        print(f"note: {n}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec, indent=1))
+        print(f"wrote {args.json}")
+    return rec
+
+
+if __name__ == "__main__":
+    main()

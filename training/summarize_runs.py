@@ -1,0 +1,47 @@
+"""Print a Markdown table of finished run_multitask.py runs, from their out-dirs.
+
+    python training/summarize_runs.py runs/ablation-*      # one row per run directory
+
+Each row comes from the run's own files: the best dev scores in best/options.json, the wall time
+in log.jsonl. Nothing is typed in by hand, so a table in docs/ can be regenerated from the runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+COLUMNS = ("sst", "quora", "sts", "overall")
+
+
+def summarize(run_dir: Path) -> dict:
+    best = json.loads((run_dir / "best" / "options.json").read_text())
+    minutes = None
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            row = json.loads(line)
+            if "final" in row:
+                minutes = row.get("minutes")
+    return {"run": run_dir.name, "epoch": best.get("epoch"), "minutes": minutes, **best["dev"]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run_multitask.py --out-dir folders")
+    args = p.parse_args(argv)
+    rows = []
+    for d in args.runs:
+        if not (d / "best" / "options.json").is_file():
+            print(f"(skipping {d}: no best/options.json — unfinished run?)")
+            continue
+        rows.append(summarize(d))
+    print("| run | " + " | ".join(COLUMNS) + " | best epoch | wall min |")
+    print("|---|" + "---:|" * (len(COLUMNS) + 2))
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if c in r else "–" for c in COLUMNS]
+        print(f"| {r['run']} | " + " | ".join(cells) + f" | {r['epoch']} | {r['minutes'] if r['minutes'] is not None else '–'} |")
+
+
+if __name__ == "__main__":
+    main()
