@@ -123,7 +123,12 @@ def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None
     # newline="" keeps the csv module in charge of line endings, so CRLF files and newlines
     # inside quoted fields both work.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
-    header = next(reader)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:  # e.g. a header field longer than the csv module's field limit
+        raise DataError(f"{path}: line 1: unreadable header ({e})") from None
+    if header is None:
+        raise DataError(f"{path}: the file is empty (expected a header row with {', '.join(spec.text_columns)})")
     columns = [c.strip() for c in header]
     has_label = spec.label_column in columns if split_has_labels is None else split_has_labels
     expected = ["id", *spec.text_columns] + ([spec.label_column] if has_label else [])

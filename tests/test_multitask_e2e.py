@@ -1,0 +1,107 @@
+"""run_multitask.py end to end on the fixture files with a tiny random BERT: files, formats,
+determinism, and every training mode running through."""
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from minbert import BertConfig, BertModel
+from minbert.hub import embedded_dir
+from minbert.safetensors import load_safetensors
+from training import run_multitask
+
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with the real uncased vocabulary (so the real tokenizer works)."""
+    d = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                         max_position_embeddings=128)).save_pretrained(d)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(embedded_dir() / f, d / f)
+    return d
+
+
+def run(tmp_path, ckpt, *extra, name="run"):
+    out = tmp_path / name
+    result = run_multitask.main([
+        "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--epochs", "1",
+        "--batch-size", "2", "--out-dir", str(out), "--predictions-dir", str(out / "predictions"),
+        "--threads", "1", "--log-every", "1", *extra])
+    return result, out
+
+
+def test_tiny_run_writes_all_six_prediction_files_in_course_format(tmp_path, tiny_checkpoint):
+    result, out = run(tmp_path, tiny_checkpoint)
+    headers = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiary"}
+    for prefix, header in headers.items():
+        for split in ("dev", "test"):
+            lines = (out / "predictions" / f"{prefix}-{split}-output.csv").read_text().splitlines()
+            assert lines[0].split() == ["id", header]
+            rows = [line.split(" , ") for line in lines[1:]]
+            assert rows and all(len(r) == 2 for r in rows), f"{prefix}-{split}: expected 'id , value' rows"
+            values = [float(v) for _, v in rows]
+            if prefix == "sst":
+                assert all(v in range(5) for v in values)
+            elif prefix == "para":
+                assert all(v in (0, 1) for v in values)
+            else:
+                assert all(0.0 <= v <= 5.0 for v in values)
+    assert set(result["dev"]) == {"sst", "quora", "sts", "overall"}
+    assert (out / "best" / "model.safetensors").is_file() and (out / "best" / "options.json").is_file()
+    assert (out / "log.jsonl").read_text().count('"eval": "dev"') == 1
+
+
+def test_prediction_ids_cover_each_test_file_once(tmp_path, tiny_checkpoint):
+    from data.datasets import load_task
+    _, out = run(tmp_path, tiny_checkpoint)
+    for task, prefix in (("sst", "sst"), ("quora", "para"), ("sts", "sts")):
+        expected = sorted(e["id"] for e in load_task(task, "test", FIXTURE_DATA).examples)
+        lines = (out / "predictions" / f"{prefix}-test-output.csv").read_text().splitlines()[1:]
+        assert sorted(line.split(" , ")[0] for line in lines) == expected
+
+
+def test_same_seed_gives_same_result_on_cpu(tmp_path, tiny_checkpoint):
+    a, out_a = run(tmp_path, tiny_checkpoint, name="a")
+    b, out_b = run(tmp_path, tiny_checkpoint, name="b")
+    assert a["history"][0] | {"minutes": 0} == b["history"][0] | {"minutes": 0}
+    wa = load_safetensors(out_a / "best" / "model.safetensors")
+    wb = load_safetensors(out_b / "best" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("mode", [
+    ["--pcgrad"], ["--schedule", "round_robin"], ["--schedule", "sequential", "--extra-epochs", "sst=1"],
+    ["--pair-mode", "bi", "--sts-mode", "cosine", "--augment-symmetric"], ["--sts-mode", "regressor", "--pair-mode", "bi"],
+    ["--tasks", "sst"], ["--attn", "manual", "--sentiment-pooling", "mean"],
+    ["--task-batch-size", "quora=3", "--loss-weights", "sts=2", "--layer-decay", "0.8"],
+], ids=lambda m: " ".join(m))
+def test_training_modes_run_through(tmp_path, tiny_checkpoint, mode):
+    result, _ = run(tmp_path, tiny_checkpoint, *mode)
+    assert result["history"], "no evaluation happened"
+
+
+def test_freezing_the_encoder_leaves_it_unchanged(tmp_path, tiny_checkpoint):
+    _, out = run(tmp_path, tiny_checkpoint, "--freeze", "encoder")
+    trained = load_safetensors(out / "best" / "model.safetensors")
+    original = BertModel.from_pretrained(tiny_checkpoint).state_dict()
+    assert all(torch.equal(trained[f"encoder.{k}"], v) for k, v in original.items())
+    head = [k for k in trained if k.startswith("heads.sst")]
+    assert head, "the sst head should exist and be trained"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "sst,imdb"], "unknown task"),
+    (["--batch-size", "0"], "batch sizes"),
+    (["--amp", "bf16", "--device", "cpu"], "CUDA"),
+    (["--loss-weights", "nli=2"], "task=value"),
+])
+def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_multitask.parse_args(argv)
+    assert e.value.code != 0
+    assert message in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""Command-line options of training/run_multitask.py, and their checks.
+
+Every option is checked here, before any file is read or written: a bad value exits (status 2) with
+argparse's usage line and one message naming the option, what is wrong, and what to pass instead.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from training import tasks
+
+# Presets fill in every option the user did not give. "full" is the default.
+PRESETS = {
+    "full": dict(epochs=2, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128,
+                 limit_train=None, limit_eval=None, time_budget=85.0),
+    "quick": dict(epochs=1, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=64,
+                  limit_train=800, limit_eval=300, time_budget=None),
+}
+
+# Options that may change between a run and its --resume; any other difference is refused.
+RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
+                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "_kill_at_step"}
+
+
+def task_values(text: str, cast=float) -> dict[str, float]:
+    """"sst=2,quora=1" -> {"sst": 2.0, "quora": 1.0}"""
+    out = {}
+    for part in filter(None, text.split(",")):
+        name, sep, value = part.partition("=")
+        if not sep or name not in tasks.TASK_NAMES:
+            raise argparse.ArgumentTypeError(f"expected task=value with task in {tasks.TASK_NAMES}, got {part!r}")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: {value!r} is not a valid {cast.__name__}") from None
+    return out
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data and model")
+    g.add_argument("--data-dir",
+                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
+    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    g.add_argument("--preset", choices=PRESETS, default="full",
+                   help="quick: minutes, subsets; full: the best dev score on CPU")
+    g.add_argument("--tasks", default="sst,quora,sts",
+                   help="comma-separated subset of sst,quora,sts (single-task runs)")
+    g.add_argument("--limit-train", type=int, help="use at most N training examples per task")
+    g.add_argument("--train-fraction", type=float, default=1.0,
+                   help="use this random fraction of each training set (keeps the tasks' proportions)")
+    g.add_argument("--limit-eval", type=int,
+                   help="evaluate/predict at most N examples per task and split (partial files!)")
+    g.add_argument("--max-length", type=int, help="truncate sequences to this many tokens")
+    g.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip and count malformed data rows instead of stopping")
+    g = p.add_argument_group("heads")
+    g.add_argument("--pair-mode", choices=["cross", "bi"], default="cross",
+                   help="quora: cross-encoder on [CLS] a [SEP] b [SEP], or bi-encoder on [u;v;|u-v|;u*v]")
+    g.add_argument("--sts-mode", choices=["cross", "cosine", "regressor"], default="cross",
+                   help="sts: cross-encoder, Siamese cosine similarity, or feature regressor")
+    g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
+    g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
+    g.add_argument("--lr", type=float, help="peak learning rate of the top layer and the heads")
+    g.add_argument("--layer-decay", type=float, help="layer-wise LR decay: layer l gets lr * decay^(L-l)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled decay (not on LayerNorm/bias)")
+    g.add_argument("--warmup", type=float, default=0.06, help="fraction of steps with linear LR warm-up")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun)")
+    g.add_argument("--task-batch-size", type=lambda s: task_values(s, int), default={}, help="per task, e.g. quora=64")
+    g.add_argument("--loss-weights", type=task_values, default={}, help="per task loss weights, e.g. sts=2")
+    g.add_argument("--schedule", choices=["proportional", "round_robin", "sequential"], default="proportional",
+                   help="which task each step trains: sampled ~ |D|^alpha, cycled, or one task after another")
+    g.add_argument("--alpha", type=float, default=0.75, help="exponent of the proportional schedule (BAM!: 0.75)")
+    g.add_argument("--pcgrad", action="store_true", help="each step: one batch per task, PCGrad-projected gradients")
+    g.add_argument("--extra-epochs", type=lambda s: task_values(s, int), default={},
+                   help="single-task epochs after multitask training, e.g. sst=1 (sequential fine-tuning)")
+    g.add_argument("--augment-symmetric", action="store_true", help="pair tasks: also train on (b, a) for every (a, b)")
+    g.add_argument("--freeze", default="none",
+                   help="none | encoder (the course's 'pretrain' option) | embeddings | lower:N")
+    g.add_argument("--freeze-head", default="", help="comma-separated task heads to keep fixed")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    g.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (CUDA only)")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
+    g.add_argument("--time-budget", type=float,
+                   help="stop training after this many minutes (then evaluate and predict)")
+    g.add_argument("--out-dir", default="runs/multitask", help="checkpoints (best/, last/), options, metrics log")
+    g.add_argument("--predictions-dir", default="predictions", help="where the six course output files go")
+    g.add_argument("--log-every", type=int, default=50, help="steps between loss lines in the metrics log")
+    g = p.add_argument_group("reliability")
+    g.add_argument("--save-every", type=int, default=500,
+                   help="steps between training-state checkpoints in out_dir/last")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="start again in an --out-dir that holds an earlier run")
+    g.add_argument("--on-nonfinite", choices=["auto", "skip", "stop"], default="auto",
+                   help="a NaN/Inf loss or gradient: skip the step, or stop (auto: skip with --amp bf16, else stop)")
+    g.add_argument("--max-skips", type=int, default=20, help="with skipping: stop after this many skipped steps")
+    g.add_argument("--_kill-at-step", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL itself after this step
+    return p
+
+
+def problems(args) -> list[str]:
+    """What is wrong with the (preset-completed) options; empty when all is well."""
+    out = []
+    bad = [t for t in args.tasks if t not in tasks.TASK_NAMES]
+    if bad or not args.tasks:
+        out.append(f"--tasks: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+    if args.batch_size < 1 or any(b < 1 for b in args.task_batch_size.values()):
+        out.append("batch sizes must be at least 1 (--batch-size, --task-batch-size)")
+    for flag, value, ok, want in [
+        ("--epochs", args.epochs, args.epochs >= 0, "0 or more"),
+        ("--lr", args.lr, args.lr > 0, "a positive number, e.g. 1e-4"),
+        ("--layer-decay", args.layer_decay, args.layer_decay > 0, "in (0, 1], 1 disables it"),
+        ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "0 or more"),
+        ("--warmup", args.warmup, 0 <= args.warmup <= 1, "a fraction in [0, 1]"),
+        ("--clip", args.clip, args.clip >= 0, "0 (off) or a positive norm"),
+        ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
+        ("--alpha", args.alpha, args.alpha >= 0, "0 or more"),
+        ("--max-length", args.max_length, args.max_length >= 4, "at least 4 ([CLS] a [SEP] b [SEP])"),
+        ("--limit-train", args.limit_train, args.limit_train is None or args.limit_train >= 1, "at least 1"),
+        ("--limit-eval", args.limit_eval, args.limit_eval is None or args.limit_eval >= 1, "at least 1"),
+        ("--train-fraction", args.train_fraction, 0.0 < args.train_fraction <= 1.0, "in (0, 1]"),
+        ("--threads", args.threads, args.threads >= 0, "0 (torch's default) or more"),
+        ("--time-budget", args.time_budget, args.time_budget is None or args.time_budget > 0, "positive minutes"),
+        ("--log-every", args.log_every, args.log_every >= 1, "at least 1"),
+        ("--save-every", args.save_every, args.save_every >= 1, "at least 1"),
+        ("--max-skips", args.max_skips, args.max_skips >= 0, "0 or more"),
+    ]:
+        if not ok:
+            out.append(f"{flag} {value}: must be {want}")
+    if any(e < 0 for e in args.extra_epochs.values()):
+        out.append("--extra-epochs: epochs must be 0 or more")
+    if not (args.freeze in ("none", "encoder", "embeddings") or
+            (args.freeze.startswith("lower:") and args.freeze[6:].isdigit())):
+        out.append(f"--freeze {args.freeze!r}: expected none, encoder, embeddings or lower:N")
+    bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in tasks.TASK_NAMES]
+    if bad:
+        out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+    out += device_problems(args.device)
+    if args.amp == "bf16" and not args.device.startswith("cuda"):
+        out.append("--amp bf16 needs a CUDA device (bf16 autocast on CPU is slower than fp32 here)")
+    if args.pcgrad and len(args.tasks) < 2:
+        out.append("--pcgrad needs at least two tasks")
+    if args.resume and args.overwrite:
+        out.append("--resume continues the run in --out-dir and --overwrite replaces it: pass one of them")
+    return out
+
+
+def device_problems(device: str) -> list[str]:
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        return [f"--device {device}: not a device name; use cpu, cuda or cuda:N"]
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            return [f"--device {device}: CUDA is not available on this machine; use --device cpu"]
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            return [f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"]
+    elif d.type == "mps":
+        if not torch.backends.mps.is_available():
+            return [f"--device {device}: MPS is not available on this machine; use --device cpu"]
+    elif d.type != "cpu":
+        return [f"--device {device}: {d.type} is not supported here; use cpu, cuda or cuda:N"]
+    return []
+
+
+def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
+    p = build_parser(description)
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    found = problems(args)
+    if found:
+        p.error("; ".join(found))
+    return args
