@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as _Backend

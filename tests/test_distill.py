@@ -1,14 +1,11 @@
 """Born-Again distillation: the teacher-annealed targets and losses (training/distill_targets.py) against
 hand computation, and training/distill.py end to end on the fixture files with a tiny random BERT."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from minbert import BertConfig, BertModel
-from minbert.hub import embedded_dir
 from minbert.safetensors import load_safetensors
 from training import distill, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
@@ -82,16 +79,6 @@ def test_soft_losses_match_hand_computation():
 
 # ---------------------------------------------------------------------------- distill.py end to end
 
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                         max_position_embeddings=128)).save_pretrained(d)
-    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(embedded_dir() / f, d / f)
-    return d
 
 
 def distill_main(tmp_path, ckpt, *argv):

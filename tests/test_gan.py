@@ -1,7 +1,6 @@
 """GAN-BERT / AC-GAN-BERT (training/gan.py): shapes, the losses against hand computation, that each
 player's loss moves only its own parameters, and run_gan.py end to end on the fixture files."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from minbert import AdamW, BertConfig, BertModel
-from minbert.hub import embedded_dir
 from training import plots, run_gan
 from training.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_step, generator_loss,
                           spread, supervised_loss)
@@ -180,16 +178,6 @@ def test_pca_2d_recovers_the_two_largest_variance_directions():
 
 # ---------------------------------------------------------------------------- run_gan.py end to end
 
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                         max_position_embeddings=128)).save_pretrained(d)
-    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(embedded_dir() / f, d / f)
-    return d
 
 
 def run(tmp_path, ckpt, *extra):

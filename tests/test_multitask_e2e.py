@@ -1,29 +1,16 @@
 """run_multitask.py end to end on the fixture files with a tiny random BERT: files, formats,
 determinism, and every training mode running through."""
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from minbert import BertConfig, BertModel
-from minbert.hub import embedded_dir
+from minbert import BertModel
 from minbert.safetensors import load_safetensors
 from training import run_multitask
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A 2-layer, hidden-32 BERT with the real uncased vocabulary (so the real tokenizer works)."""
-    d = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                         max_position_embeddings=128)).save_pretrained(d)
-    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(embedded_dir() / f, d / f)
-    return d
 
 
 def run(tmp_path, ckpt, *extra, name="run"):
