@@ -22,6 +22,7 @@ class BertConfig:
     initializer_range: float = 0.02       # std of the truncated-normal init used for fresh weights
     pad_token_id: int = 0                 # [PAD] in the uncased vocab; its embedding is never trained
     attn_implementation: str = "manual"   # "manual" (explicit math, the teaching path) or "sdpa" (fast)
+    unpad: bool = False                   # skip padded tokens in the token-wise layers (model.py says why)
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads != 0:
@@ -63,7 +64,8 @@ class BertConfig:
     def to_dict(self) -> dict:
         """A config.json that transformers' BertModel reads as well."""
         d = asdict(self)
-        d.pop("attn_implementation")  # a runtime choice, not part of the checkpoint
+        d.pop("attn_implementation")  # runtime choices, not part of the checkpoint
+        d.pop("unpad")
         d.update(model_type="bert", architectures=["BertModel"], position_embedding_type="absolute")
         return d
 

@@ -40,7 +40,7 @@ def test_json_file_holds_the_returned_record(record):
 def test_model_sections_time_every_contender_on_every_shape(record, section):
     rows = record[1][section]
     assert [r["shape"] for r in rows] == ["T8", "sst-bucket", "sst-random"]
-    expected = {"minbert-manual", "minbert-sdpa"}
+    expected = {"minbert-manual", "minbert-sdpa", "minbert-sdpa-unpad"}
     if benchmark.transformers is not None:
         expected |= {"transformers-eager", "transformers-sdpa"}
     for row in rows:
@@ -48,7 +48,8 @@ def test_model_sections_time_every_contender_on_every_shape(record, section):
         assert all(summary_ok(s) and s["reps"] == 2 for s in row["results"].values())
         assert row["B"] >= 1 and row["T"] >= 1 and 0 <= row["padding"] < 1
         if benchmark.transformers is not None:
-            assert set(row["ratios"]) == {"minbert-manual/transformers-eager", "minbert-sdpa/transformers-sdpa"}
+            assert set(row["ratios"]) == {"minbert-manual/transformers-eager", "minbert-sdpa/transformers-sdpa",
+                                          "minbert-sdpa-unpad/transformers-sdpa"}
     assert rows[0]["T"] == 8 and rows[0]["padding"] == 0  # an int shape: no padding
 
 
@@ -56,7 +57,8 @@ def test_contenders_share_weights_and_agree(record):
     if benchmark.transformers is None:
         pytest.skip("transformers not installed")
     diffs = record[1]["meta"]["max_abs_diff_vs_minbert_manual"]
-    assert set(diffs) == {"minbert-manual", "minbert-sdpa", "transformers-eager", "transformers-sdpa"}
+    assert set(diffs) == {"minbert-manual", "minbert-sdpa", "minbert-sdpa-unpad", "transformers-eager",
+                          "transformers-sdpa"}
     assert max(diffs.values()) < 1e-4
 
 
@@ -65,7 +67,7 @@ def test_epoch_token_counts_are_exact(record):
     assert set(epoch["tasks"]) == {"sst", "quora", "sts"} and "extrapolated" in epoch["wall_time_note"]
     for task, t in epoch["tasks"].items():
         s = t["schemes"]
-        assert set(s) == {"bucket", "random", "fixed"}
+        assert set(s) == {"bucket", "random", "fixed", "bucket+unpad", "random+unpad"}
         # every scheme sees the same real tokens; padding only adds computed ones
         assert len({r["real_tokens"] for r in s.values()}) == 1
         for r in s.values():
@@ -73,6 +75,11 @@ def test_epoch_token_counts_are_exact(record):
         sides = 2 if t["pairs"] == "bi-encoder" else 1
         assert s["fixed"]["computed_tokens"] == t["examples"] * 128 * sides
         assert s["bucket"]["computed_tokens"] <= s["random"]["computed_tokens"]
+        # unpadding keeps the batches (same grid) but the Linear layers see only the real tokens
+        for base in ("bucket", "random"):
+            assert s[base + "+unpad"]["computed_tokens"] == s[base]["computed_tokens"]
+            assert s[base + "+unpad"]["linear_tokens"] == s[base]["real_tokens"]
+            assert s[base]["linear_tokens"] == s[base]["computed_tokens"]
 
 
 def test_gpu_section_skips_cleanly_without_cuda(record):
@@ -123,7 +130,7 @@ def test_bi_encoder_epoch_pads_each_side():
 def test_without_transformers_minbert_alone_and_says_so(monkeypatch):
     monkeypatch.setattr(benchmark, "transformers", None)
     rec = benchmark.main(TINY_ARGS + ["--sections", "train", "--shapes", "8"])
-    assert set(rec["train"][0]["results"]) == {"minbert-manual", "minbert-sdpa"}
+    assert set(rec["train"][0]["results"]) == {"minbert-manual", "minbert-sdpa", "minbert-sdpa-unpad"}
     assert rec["train"][0]["ratios"] == {} and rec["targets"] == []
     assert any("transformers is not installed" in n for n in rec["meta"]["notes"])
 
@@ -131,5 +138,5 @@ def test_without_transformers_minbert_alone_and_says_so(monkeypatch):
 def test_profile_prints_the_top_ops_per_contender(capsys):
     benchmark.main(TINY_ARGS + ["--sections", "infer", "--shapes", "8", "--profile", "3"])
     out = capsys.readouterr().out
-    assert out.count("top 3 ops by self CPU time") == (4 if benchmark.transformers else 2)
+    assert out.count("top 3 ops by self CPU time") == (5 if benchmark.transformers else 3)
     assert "Self CPU" in out

@@ -7,11 +7,13 @@
 
 Sections (--sections):
   train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
-         the embedded all-MiniLM-L6-v2): minbert manual / sdpa vs transformers eager / sdpa
-  infer  the same four models in eval mode under no_grad (sentence encoding)
+         the embedded all-MiniLM-L6-v2): minbert manual / sdpa / sdpa-unpad (padded tokens skipped
+         in the token-wise layers) vs transformers eager / sdpa
+  infer  the same five models in eval mode under no_grad (sentence encoding)
   epoch  one training epoch of each task: real tokens vs tokens computed (exact), and wall time
          (sampled, extrapolated) with our length-bucketed batches, the course's plain random
-         batches padded to the batch maximum, and padding to a fixed --max-length (128)
+         batches padded to the batch maximum, and padding to a fixed --max-length (128); the
+         bucket and random batches also with minbert's unpadding (bucket+unpad, random+unpad)
   gpu    bert-base shape, bf16 autocast + TF32 + fused AdamW (+ --compile): seq/s, MFU, memory
 
 Fairness: the contenders share the weights (checked: their outputs agree), the batch, the thread
@@ -48,8 +50,10 @@ try:
 except ImportError:  # optional: the benchmark then reports minbert alone
     transformers = None
 
-PAIRS = {"minbert-manual": "transformers-eager", "minbert-sdpa": "transformers-sdpa"}
-GOALS = {"minbert-manual/transformers-eager": 1.0, "minbert-sdpa/transformers-sdpa": 1.10}
+PAIRS = {"minbert-manual": "transformers-eager", "minbert-sdpa": "transformers-sdpa",
+         "minbert-sdpa-unpad": "transformers-sdpa"}
+GOALS = {"minbert-manual/transformers-eager": 1.0, "minbert-sdpa/transformers-sdpa": 1.10,
+         "minbert-sdpa-unpad/transformers-sdpa": 1.10}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
@@ -109,11 +113,17 @@ def hf_copy(model: BertModel, attn_implementation: str) -> torch.nn.Module:
     return hf
 
 
+def variant(base: BertModel, **changes) -> BertModel:
+    """A copy of base with some config fields changed (attention path, unpadding), same weights."""
+    m = BertModel(dataclasses.replace(base.config, **changes))
+    m.load_state_dict(base.state_dict())
+    return m
+
+
 def contenders(base: BertModel) -> dict[str, torch.nn.Module]:
-    """minbert manual / sdpa and transformers eager / sdpa, all with base's weights."""
-    sdpa = BertModel(dataclasses.replace(base.config, attn_implementation="sdpa"))
-    sdpa.load_state_dict(base.state_dict())
-    models = {"minbert-manual": base, "minbert-sdpa": sdpa}
+    """minbert manual / sdpa / sdpa-unpad and transformers eager / sdpa, all with base's weights."""
+    models = {"minbert-manual": base, "minbert-sdpa": variant(base, attn_implementation="sdpa"),
+              "minbert-sdpa-unpad": variant(base, attn_implementation="sdpa", unpad=True)}
     if transformers is not None:
         models.update({"transformers-eager": hf_copy(base, "eager"), "transformers-sdpa": hf_copy(base, "sdpa")})
     return models
@@ -249,10 +259,13 @@ def check_same_outputs(models: dict, batch: dict) -> dict[str, float]:
 
 
 def epoch_section(args, tok: Tokenizer, model: BertModel, notes: list[str]) -> dict:
-    """Per padding scheme: tokens (exact, the whole epoch) and wall time (sampled, extrapolated)."""
+    """Per padding scheme: tokens (exact, the whole epoch) and wall time (sampled, extrapolated).
+    computed_tokens = sum of B x T over the batches: the (B, T) grid every layer computes, and with
+    unpadding still the grid of the attention products; linear_tokens = what the token-wise layers
+    (the Linear layers, ~80% of a step) compute: the grid, or only the real tokens when unpadded."""
     B, T_fix = args.batch_size, args.max_length
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    models = {False: model.train(), True: variant(model, unpad=True).train()}
+    opts = {u: torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True) for u, m in models.items()}
     out = {}
     for task in args.tasks.split(","):
         try:
@@ -263,38 +276,44 @@ def epoch_section(args, tok: Tokenizer, model: BertModel, notes: list[str]) -> d
         sides = [""] if "input_ids" in enc[0] else ["_1", "_2"]  # a bi-encoder pads each side apart
         lengths = {s: [len(e["input_ids" + s]) for e in enc] for s in sides}
         random_batches = list(RandomBatchSampler(len(enc), B, seed=0))
-        schemes = {"bucket": list(BucketBatchSampler(example_lengths(enc), B, seed=0)),
-                   "random": random_batches, "fixed": random_batches}
+        bucket_batches = list(BucketBatchSampler(example_lengths(enc), B, seed=0))
+        schemes = {"bucket": bucket_batches, "random": random_batches, "fixed": random_batches,
+                   "bucket+unpad": bucket_batches, "random+unpad": random_batches}
         rows = {}
         for scheme, batches in schemes.items():
             stats = [padding_stats(lengths[s], batches) for s in sides]
             real = sum(st["real"] for st in stats)
             computed = len(enc) * T_fix * len(sides) if scheme == "fixed" else sum(st["computed"] for st in stats)
+            linear = real if scheme.endswith("+unpad") else computed
             rows[scheme] = {"batches": len(batches), "real_tokens": real, "computed_tokens": computed,
-                            "computed_over_real": computed / real}
+                            "computed_over_real": computed / real, "linear_tokens": linear,
+                            "linear_over_real": linear / real}
 
         def inputs(scheme: str, i: int) -> list[dict]:
             c = collate([enc[j] for j in schemes[scheme][i]], tok.pad_id)
             parts = [c["inputs"]] if "inputs" in c else [c["inputs1"], c["inputs2"]]
             return [pad_to(p, T_fix) for p in parts] if scheme == "fixed" else parts
 
+        def stepper(scheme: str, i: int) -> Callable[[], None]:
+            unpad = scheme.endswith("+unpad")
+            return train_step(models[unpad], opts[unpad], inputs(scheme, i))
+
         for scheme in schemes:  # one untimed step each: first-call allocations
-            train_step(model, opt, inputs(scheme, 0))()
+            stepper(scheme, 0)()
         spent, tokens = dict.fromkeys(schemes, 0.0), dict.fromkeys(schemes, 0)
         n = min(args.epoch_batches, len(random_batches))
         for i in range(n):  # batch i of each scheme's (shuffled) epoch, schemes interleaved
             for scheme in (list(schemes) if i % 2 == 0 else list(schemes)[::-1]):
-                parts = inputs(scheme, i)
-                step = train_step(model, opt, parts)
+                step = stepper(scheme, i)
                 t0 = time.perf_counter()
                 step()
                 spent[scheme] += time.perf_counter() - t0
-                tokens[scheme] += sum(p["input_ids"].numel() for p in parts)
+                tokens[scheme] += sum(p["input_ids"].numel() for p in inputs(scheme, i))
         for scheme, row in rows.items():  # seconds per computed token of the sample x the epoch's
             row.update(timed_batches=n, epoch_s_est=spent[scheme] / tokens[scheme] * row["computed_tokens"])
         kind = "bi-encoder" if len(sides) == 2 else "cross-encoder" if task != "sst" else "single"
         out[task] = {"examples": len(enc), "pairs": kind, "schemes": rows}
-    return {"model": "minbert-sdpa, train mode", "batch_size": B, "fixed_length": T_fix, "tasks": out,
+    return {"model": "minbert-sdpa (+unpad: with unpad=True), train mode", "batch_size": B, "fixed_length": T_fix, "tasks": out,
             "wall_time_note": f"wall time measured on the first {args.epoch_batches} batches of each scheme's "
                               "epoch and scaled by computed tokens (extrapolated, not a full epoch)"}
 
@@ -314,12 +333,14 @@ def print_rows(title: str, rows: list[dict]) -> None:
 
 def print_epoch(ep: dict) -> None:
     print(f"\n== one training epoch, batch {ep['batch_size']}: {ep['wall_time_note']} ==\n"
-          f"{'task':6s} {'pairs':13s} {'scheme':7s} {'batches':>7s} {'real tok':>10s} {'computed':>10s} "
-          f"{'comp/real':>9s} {'epoch s (est)':>13s}")
+          f"(computed = the padded (B, T) grid; linear = tokens through the Linear layers)\n"
+          f"{'task':6s} {'pairs':13s} {'scheme':12s} {'batches':>7s} {'real tok':>10s} {'computed':>10s} "
+          f"{'comp/real':>9s} {'linear/real':>11s} {'epoch s (est)':>13s}")
     for task, t in ep["tasks"].items():
         for scheme, r in t["schemes"].items():
-            print(f"{task:6s} {t['pairs']:13s} {scheme:7s} {r['batches']:7d} {r['real_tokens']:10d} "
-                  f"{r['computed_tokens']:10d} {r['computed_over_real']:9.3f} {r['epoch_s_est']:13.1f}")
+            print(f"{task:6s} {t['pairs']:13s} {scheme:12s} {r['batches']:7d} {r['real_tokens']:10d} "
+                  f"{r['computed_tokens']:10d} {r['computed_over_real']:9.3f} {r['linear_over_real']:11.3f} "
+                  f"{r['epoch_s_est']:13.1f}")
 
 
 def check_targets(rec: dict) -> list[dict]:

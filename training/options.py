@@ -64,6 +64,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
     g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
+    g.add_argument("--unpad", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the token-wise layers on the real tokens only (same values on real tokens, no "
+                        "compute on padding); --no-unpad computes the whole padded batch, as transformers does")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
     g.add_argument("--lr", type=float, help="peak learning rate of the top layer and the heads")

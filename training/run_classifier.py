@@ -98,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sentence vector: [CLS], masked mean, or the pooler")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the linear layer (the course uses 0.3)")
     g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
+    g.add_argument("--unpad", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the token-wise layers on the real tokens only (--no-unpad: the whole padded batch)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=5, help="passes over the (labelled) training set")
     g.add_argument("--steps", type=int,
@@ -156,7 +158,7 @@ def main(argv=None) -> dict:
 
     print(f"loading {args.model} and {args.task} ...")
     tok = Tokenizer.from_pretrained(args.model)
-    model = SentimentClassifier(BertModel.from_pretrained(args.model, attn_implementation=args.attn),
+    model = SentimentClassifier(BertModel.from_pretrained(args.model, attn_implementation=args.attn, unpad=args.unpad),
                                 NUM_CLASSES[args.task], args.pooling, args.dropout).to(args.device)
     data = {}
     for split in ("train", "dev", "test"):

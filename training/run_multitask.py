@@ -93,7 +93,7 @@ def evaluate(model, data, args, pad_id, autocast, split="dev") -> tuple[dict, di
 
 def load_checkpoint(args) -> tuple[Tokenizer, BertModel]:
     try:
-        encoder = BertModel.from_pretrained(args.model, attn_implementation=args.attn)
+        encoder = BertModel.from_pretrained(args.model, attn_implementation=args.attn, unpad=args.unpad)
     except ValueError as e:  # config errors (e.g. model_type 'roberta') do not say which checkpoint
         raise e if str(args.model) in str(e) else CheckpointError(f"{args.model}/config.json: {e}") from None
     try:
