@@ -140,3 +140,11 @@ def test_profile_prints_the_top_ops_per_contender(capsys):
     out = capsys.readouterr().out
     assert out.count("top 3 ops by self CPU time") == (5 if benchmark.transformers else 3)
     assert "Self CPU" in out
+
+
+def test_cpu_bf16_autocast_mode_runs_every_contender():
+    rec = benchmark.main(TINY_ARGS + ["--sections", "train,infer", "--shapes", "8", "--cpu-amp", "bf16"])
+    assert rec["meta"]["cpu_amp"] == "bf16"
+    for sec in ("train", "infer"):
+        assert {"minbert-sdpa", "minbert-sdpa-unpad"} <= set(rec[sec][0]["results"])
+        assert all(summary_ok(s) for s in rec[sec][0]["results"].values())

@@ -7,7 +7,7 @@ import torch
 
 from minbert import BertModel
 from minbert.safetensors import load_safetensors
-from training import run_multitask
+from training import options, run_multitask
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 
@@ -84,7 +84,6 @@ def test_freezing_the_encoder_leaves_it_unchanged(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "sst,imdb"], "unknown task"),
     (["--batch-size", "0"], "batch sizes"),
-    (["--amp", "bf16", "--device", "cpu"], "CUDA"),
     (["--loss-weights", "nli=2"], "task=value"),
 ])
 def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
@@ -92,3 +91,23 @@ def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
         run_multitask.parse_args(argv)
     assert e.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def test_bf16_on_cpu_is_refused_only_without_native_bf16(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(SystemExit):
+        run_multitask.parse_args(["--amp", "bf16", "--device", "cpu"])
+    assert "AVX512-BF16" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert run_multitask.parse_args(["--amp", "bf16", "--device", "cpu"]).amp == "bf16"
+
+
+@pytest.mark.skipif(not options.cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_bf16_autocast_run_on_cpu_trains_and_predicts(tmp_path, tiny_checkpoint):
+    result, out = run(tmp_path, tiny_checkpoint, "--amp", "bf16", "--device", "cpu")
+    assert set(result["dev"]) == {"sst", "quora", "sts", "overall"}
+    trained = load_safetensors(out / "best" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in trained.values())  # autocast: the weights stay fp32
+    original = BertModel.from_pretrained(tiny_checkpoint).state_dict()
+    assert any(not torch.equal(trained[f"encoder.{k}"], v) for k, v in original.items())

@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shapes", default="sst-bucket,sst-random,128", help="train/infer batches: sst-bucket "
                    "(the median-length batch of a bucketed SST epoch), sst-random (the same for plain "
                    "random batches), or an int T (random ids, T tokens each, no padding)")
+    p.add_argument("--cpu-amp", choices=["none", "bf16"], default="none", help="train/infer/epoch: run every "
+                   "contender under CPU bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions per contender")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions per contender first")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -213,8 +215,18 @@ def train_step(model, opt, batches: list[dict], autocast=contextlib.nullcontext)
     return step
 
 
-def infer_step(model, batch: dict) -> Callable[[], None]:
-    return torch.no_grad()(lambda: model(**batch)["last_hidden_state"])
+def infer_step(model, batch: dict, autocast=contextlib.nullcontext) -> Callable[[], None]:
+    def step():
+        with torch.no_grad(), autocast():
+            return model(**batch)["last_hidden_state"]
+    return step
+
+
+def cpu_autocast(args):
+    """The context every CPU contender runs under: nothing, or bf16 autocast (--cpu-amp bf16)."""
+    if args.cpu_amp == "bf16":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def profile_table(fn: Callable[[], None], n: int) -> str:
@@ -233,8 +245,9 @@ def model_section(mode: str, models: dict, batches: dict, args) -> list[dict]:
         fns = {}
         for name, m in models.items():
             m.train(mode == "train")
-            fns[name] = (train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True), [batch])
-                         if mode == "train" else infer_step(m, batch))
+            fns[name] = (train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True), [batch],
+                                    cpu_autocast(args))
+                         if mode == "train" else infer_step(m, batch, cpu_autocast(args)))
         times = interleaved(fns, args.reps, args.warmup)
         B, T = batch["input_ids"].shape
         res = {n: summary(t, B) for n, t in times.items()}
@@ -296,7 +309,7 @@ def epoch_section(args, tok: Tokenizer, model: BertModel, notes: list[str]) -> d
 
         def stepper(scheme: str, i: int) -> Callable[[], None]:
             unpad = scheme.endswith("+unpad")
-            return train_step(models[unpad], opts[unpad], inputs(scheme, i))
+            return train_step(models[unpad], opts[unpad], inputs(scheme, i), cpu_autocast(args))
 
         for scheme in schemes:  # one untimed step each: first-call allocations
             stepper(scheme, 0)()
@@ -367,10 +380,11 @@ def main(argv=None) -> dict:
                     "python": platform.python_version(), "platform": platform.platform(),
                     "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "model": args.model,
                     "batch_size": args.batch_size, "reps": args.reps, "warmup": args.warmup,
+                    "cpu_amp": args.cpu_amp,
                     "optimizer": "torch.optim.AdamW(fused=True), the same for every contender",
                     "loss": "mean of last_hidden_state squared", "notes": notes}}
     print(f"minbert benchmark: torch {torch.__version__}, transformers {rec['meta']['transformers']}, "
-          f"{args.threads} threads, model {args.model}, batch {args.batch_size}, "
+          f"{args.threads} threads, model {args.model}, batch {args.batch_size}, CPU autocast {args.cpu_amp}, "
           f"median of {args.reps} interleaved reps after {args.warmup} warm-up")
     tok = Tokenizer.from_pretrained()
     if {"train", "infer", "epoch"} & set(args.sections):

@@ -251,7 +251,8 @@ def train_and_predict(run, args, world) -> dict:
             log.write(json.dumps(row) + "\n")
             log.flush()
 
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if args.amp == "bf16" else None
+    device_type = torch.device(args.device).type
+    autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.amp == "bf16" else None
     on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if args.amp == "bf16" else "stop")
     net = distributed.wrap(model, world, args.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
