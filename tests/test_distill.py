@@ -82,7 +82,7 @@ def test_soft_losses_match_hand_computation():
 
 
 def distill_main(tmp_path, ckpt, *argv):
-    return distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick",
+    return distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none",
                          "--epochs", "1", "--batch-size", "2", "--threads", "1", "--lr", "1e-3",
                          "--teachers-dir", str(tmp_path / "teachers"), "--bam-dir", str(tmp_path / "bam")])
 

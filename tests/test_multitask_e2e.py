@@ -16,7 +16,7 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 def run(tmp_path, ckpt, *extra, name="run"):
     out = tmp_path / name
     result = run_multitask.main([
-        "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--epochs", "1",
+        "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none", "--epochs", "1",
         "--batch-size", "2", "--out-dir", str(out), "--predictions-dir", str(out / "predictions"),
         "--threads", "1", "--log-every", "1", *extra])
     return result, out
@@ -111,3 +111,10 @@ def test_bf16_autocast_run_on_cpu_trains_and_predicts(tmp_path, tiny_checkpoint)
     assert all(v.dtype == torch.float32 for v in trained.values())  # autocast: the weights stay fp32
     original = BertModel.from_pretrained(tiny_checkpoint).state_dict()
     assert any(not torch.equal(trained[f"encoder.{k}"], v) for k, v in original.items())
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "none")])
+def test_amp_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch, native, expected):
+    monkeypatch.setattr(options, "cpu_has_bf16", lambda: native)
+    assert run_multitask.parse_args(["--device", "cpu"]).amp == expected  # the presets say auto
+    assert run_multitask.parse_args(["--device", "cpu", "--amp", "none"]).amp == "none"
