@@ -13,7 +13,7 @@ from training import tasks
 
 # Presets fill in every option the user did not give. "full" is the default.
 PRESETS = {
-    "full": dict(epochs=2, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128,
+    "full": dict(epochs=3, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128,
                  limit_train=None, limit_eval=None, time_budget=85.0, amp="auto"),
     "quick": dict(epochs=1, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=64,
                   limit_train=800, limit_eval=300, time_budget=None, amp="auto"),
@@ -59,8 +59,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("heads")
     g.add_argument("--pair-mode", choices=["cross", "bi"], default="cross",
                    help="quora: cross-encoder on [CLS] a [SEP] b [SEP], or bi-encoder on [u;v;|u-v|;u*v]")
-    g.add_argument("--sts-mode", choices=["cross", "cosine", "regressor"], default="cross",
-                   help="sts: cross-encoder, Siamese cosine similarity, or feature regressor")
+    g.add_argument("--sts-mode", choices=["cross", "cosine", "regressor"], default="cosine",
+                   help="sts: Siamese cosine similarity of mean-pooled vectors (what all-MiniLM-L6-v2 was "
+                        "trained for; best in docs/RESULTS.md), cross-encoder, or feature regressor")
     g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
     g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
