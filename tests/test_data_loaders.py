@@ -47,8 +47,8 @@ def test_fixture_splits_match_csv_module_reading(task, split):
 
 def test_sst_text_is_kept_as_given_except_outer_whitespace():
     ex = load_sst(COURSE / "ids-sst-train.csv").examples
-    assert ex[0]["sentence"] == "The Rock is destined to be the 21st Century 's new `` Conan '' ."
-    assert ex[2]["sentence"].startswith("-LRB- A -RRB- n't")  # PTB tokens untouched
+    assert ex[0]["sentence"] == "The Tinker is bound to be this decade 's new `` Zorro '' ."
+    assert ex[2]["sentence"].startswith("-LRB- It -RRB- does n't")  # PTB tokens untouched
     assert sorted(e["label"] for e in ex) == [0, 1, 2, 3, 4]
 
 
@@ -56,15 +56,15 @@ def test_test_student_extra_leading_column_is_ignored():
     ex = load_sst(COURSE / "ids-sst-test-student.csv").examples
     assert [e["id"] for e in ex] == ["sst0000000000000000000te0", "sst0000000000000000000te1"]
     assert ex[0] == {"id": "sst0000000000000000000te0",
-                     "sentence": "Effective but too-tepid biopic"}
+                     "sentence": "Handsome but too-polite period piece"}
 
 
 def test_quora_doubled_quotes_are_unescaped_and_crlf_is_dropped():
     raw = (COURSE / "quora-train.csv").read_bytes()
     assert b"\r\n" in raw  # the fixture really is CRLF, like the real Quora files
     ex = load_quora(COURSE / "quora-train.csv").examples
-    assert ex[2]["sentence1"] == '"Which is correct: do I need ""the"" here?"'
-    assert ex[2]["sentence2"] == 'Is ""the"" needed here?'  # unquoted field: quotes literal
+    assert ex[2]["sentence1"] == '"Is it fine to write ""alright"" in an essay?"'
+    assert ex[2]["sentence2"] == 'Is ""alright"" fine in essays?'  # unquoted field: quotes literal
     naive = raw.decode().splitlines()[3].split("\t")[2]
     assert naive != ex[2]["sentence1"]  # why the csv module is needed
     assert [e["label"] for e in ex] == [1, 0, 1, 0]
