@@ -307,21 +307,22 @@ def epoch_section(args, tok: Tokenizer, model: BertModel, notes: list[str]) -> d
             parts = [c["inputs"]] if "inputs" in c else [c["inputs1"], c["inputs2"]]
             return [pad_to(p, T_fix) for p in parts] if scheme == "fixed" else parts
 
-        def stepper(scheme: str, i: int) -> Callable[[], None]:
+        def stepper(scheme: str, parts: list[dict]) -> Callable[[], None]:
             unpad = scheme.endswith("+unpad")
-            return train_step(models[unpad], opts[unpad], inputs(scheme, i), cpu_autocast(args))
+            return train_step(models[unpad], opts[unpad], parts, cpu_autocast(args))
 
         for scheme in schemes:  # one untimed step each: first-call allocations
-            stepper(scheme, 0)()
+            stepper(scheme, inputs(scheme, 0))()
         spent, tokens = dict.fromkeys(schemes, 0.0), dict.fromkeys(schemes, 0)
         n = min(args.epoch_batches, len(random_batches))
         for i in range(n):  # batch i of each scheme's (shuffled) epoch, schemes interleaved
             for scheme in (list(schemes) if i % 2 == 0 else list(schemes)[::-1]):
-                step = stepper(scheme, i)
+                parts = inputs(scheme, i)
+                step = stepper(scheme, parts)
                 t0 = time.perf_counter()
                 step()
                 spent[scheme] += time.perf_counter() - t0
-                tokens[scheme] += sum(p["input_ids"].numel() for p in inputs(scheme, i))
+                tokens[scheme] += sum(p["input_ids"].numel() for p in parts)
         for scheme, row in rows.items():  # seconds per computed token of the sample x the epoch's
             row.update(timed_batches=n, epoch_s_est=spent[scheme] / tokens[scheme] * row["computed_tokens"])
         kind = "bi-encoder" if len(sides) == 2 else "cross-encoder" if task != "sst" else "single"

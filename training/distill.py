@@ -80,7 +80,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:
 def build(margs):
     tok = Tokenizer.from_pretrained(margs.model)
     model = MultitaskBert(BertModel.from_pretrained(margs.model, attn_implementation=margs.attn,
-                                                    unpad=getattr(margs, "unpad", True)),
+                                                    unpad=margs.unpad),
                           sentiment_pooling=margs.sentiment_pooling, pair_mode=margs.pair_mode,
                           sts_mode=margs.sts_mode, dropout=margs.dropout).to(margs.device)
     return tok, model
