@@ -92,7 +92,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
                    help="bf16 autocast (weights and optimizer stay fp32): on CUDA, or on a CPU with native bf16 "
-                        "(AVX512-BF16/AMX), where it is ~2.5x faster than fp32; auto (the presets): bf16 where "
+                        "(AVX512-BF16/AMX), where training steps were 2.2-2.4x faster than fp32 (docs/PERFORMANCE.md); auto (the presets): bf16 where "
                         "the device has it natively, else none")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
