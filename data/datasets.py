@@ -37,6 +37,12 @@ class Loaded(NamedTuple):
     examples: list[dict]
     n_skipped: int  # bad rows dropped because skip_bad=True (always 0 otherwise)
 
+    @property
+    def n_duplicate_ids(self) -> int:
+        """Rows whose id an earlier row already has. Only a training file can have any (dev and
+        test files with one are refused); the trainer prints this count."""
+        return len(self.examples) - len({ex["id"] for ex in self.examples})
+
 
 def _number(s: str) -> float:
     try:
@@ -116,19 +122,38 @@ def _read_text(path: Path) -> str:
                         f"offset {e.start}); re-save the file as UTF-8") from None
 
 
+# Appended to the text before parsing: it comes back as a row of its own unless a quote opened
+# earlier is never closed, in which case the csv module (non-strict) folds it into that field.
+_END = "\n\ue000end of file\ue000"
+
+
 def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None,
-          skip_bad: bool) -> Loaded:
+          skip_bad: bool, unique_ids: bool = True) -> Loaded:
     path = Path(path)
     text = _read_text(path)
+    # The csv module refuses a field over 131,072 characters by default, but a long sentence is
+    # data like any other (it is truncated to --max-length at encoding): no field can be longer
+    # than the file. The limit is process-wide, so put it back afterwards.
+    old_limit = csv.field_size_limit(max(len(text) + len(_END), csv.field_size_limit()))
+    try:
+        return _parse(path, text, spec, split_has_labels, skip_bad, unique_ids)
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _parse(path: Path, text: str, spec: TaskSpec, split_has_labels: bool | None,
+           skip_bad: bool, unique_ids: bool) -> Loaded:
     # newline="" keeps the csv module in charge of line endings, so CRLF files and newlines
     # inside quoted fields both work.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
-    try:
-        header = next(reader, None)
-    except csv.Error as e:  # e.g. a header field longer than the csv module's field limit
-        raise DataError(f"{path}: line 1: unreadable header ({e})") from None
-    if header is None:
+    reader = csv.reader(io.StringIO(text + _END, newline=""), delimiter="\t")
+    if not text.strip():  # e.g. only a byte order mark
         raise DataError(f"{path}: the file is empty (expected a header row with {', '.join(spec.text_columns)})")
+    try:
+        header = next(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}: line 1: unreadable header ({e})") from None
+    if header and header[-1].endswith(_END):
+        raise DataError(f"{path}: line 1: a quote in the header is never closed")
     columns = [c.strip() for c in header]
     has_label = spec.label_column in columns if split_has_labels is None else split_has_labels
     expected = ["id", *spec.text_columns] + ([spec.label_column] if has_label else [])
@@ -143,28 +168,51 @@ def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None
 
     examples: list[dict] = []
     n_skipped = 0
+    first_line: dict[str, int] = {}  # id -> line of the first row with it
+    duplicates: list[tuple[str, int, int]] = []  # (id, first line, this line)
     start = reader.line_num + 1  # 1-based file line where the next row begins
     while True:
         try:
             row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:  # e.g. a runaway quote swallowing the rest of the file
+        except csv.Error as e:
             raise DataError(f"{path}: line {start}: {e}") from None
         line, start = start, reader.line_num + 1
+        if row == [_END.strip("\n")]:
+            break
+        if row and row[-1].endswith(_END):
+            # Not skippable: the open quote swallowed every later row into this one field.
+            raise DataError(f"{path}: line {line}: a quoted field in this row is never closed, so "
+                            f"it runs to the end of the file; close the quote (a quote inside a "
+                            f"quoted field is written twice: \"\")")
         if not row or row == [""]:
             continue  # blank line, e.g. a trailing newline typed twice
         try:
-            examples.append(_parse_row(row, columns, where, spec, has_label))
+            ex = _parse_row(row, columns, where, spec, has_label)
         except ValueError as e:
             if not skip_bad:
                 raise DataError(f"{path}: line {line}: {e} (pass skip_bad=True to drop such "
                                 f"rows)") from None
             n_skipped += 1
             log.debug("%s: line %d: skipped: %s", path, line, e)
+            continue
+        first = first_line.setdefault(ex["id"], line)
+        if first != line:
+            if unique_ids:
+                # Not skippable either: neither row is known to be the wrong one, and two
+                # predictions with one id make the course's scorer misread the file.
+                raise DataError(
+                    f"{path}:{line}: duplicate id {ex['id']!r}, first used at {path}:{first}; "
+                    f"ids must be unique in dev and test files (the prediction files are keyed by "
+                    f"id): give one row a new id or delete it")
+            duplicates.append((ex["id"], first, line))
+        examples.append(ex)
     if n_skipped:
         log.warning("%s: skipped %d bad row(s) out of %d", path, n_skipped,
                     n_skipped + len(examples))
+    if duplicates:
+        ident, first, line = duplicates[0]
+        log.warning("%s: kept %d row(s) whose id an earlier row already has (first: %r at "
+                    "lines %d and %d)", path, len(duplicates), ident, first, line)
     return Loaded(examples, n_skipped)
 
 
@@ -191,37 +239,41 @@ def _parse_row(row: list[str], columns: list[str], where: dict[str, int], spec: 
 
 
 def load_sst(path: str | os.PathLike, split_has_labels: bool | None = None,
-             skip_bad: bool = False) -> Loaded:
+             skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """SST-5 sentences with labels 0..4. split_has_labels=None: labelled iff the header has
-    a `sentiment` column. Bad rows raise DataError (file + line) unless skip_bad=True."""
-    return _load(path, TASKS["sst"], split_has_labels, skip_bad)
+    a `sentiment` column. Bad rows raise DataError (file + line) unless skip_bad=True.
+    unique_ids=True refuses a repeated id (dev and test files); False keeps such rows and logs
+    their count (training files)."""
+    return _load(path, TASKS["sst"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_quora(path: str | os.PathLike, split_has_labels: bool | None = None,
-               skip_bad: bool = False) -> Loaded:
+               skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """Quora question pairs; `is_duplicate` (written 0.0/1.0) becomes an int 0/1."""
-    return _load(path, TASKS["quora"], split_has_labels, skip_bad)
+    return _load(path, TASKS["quora"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_sts(path: str | os.PathLike, split_has_labels: bool | None = None,
-             skip_bad: bool = False) -> Loaded:
+             skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """STS-B sentence pairs; `similarity` is a float in [0, 5]."""
-    return _load(path, TASKS["sts"], split_has_labels, skip_bad)
+    return _load(path, TASKS["sts"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_cfimdb(path: str | os.PathLike, split_has_labels: bool | None = None,
-                skip_bad: bool = False) -> Loaded:
+                skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """CFIMDB movie reviews with binary sentiment 0/1."""
-    return _load(path, TASKS["cfimdb"], split_has_labels, skip_bad)
+    return _load(path, TASKS["cfimdb"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None,
               skip_bad: bool = False) -> Loaded:
     """Load one split ("train" | "dev" | "test") of a task ("sst" | "quora" | "sts" | "cfimdb").
-    Train and dev must carry labels; test has none. data_dir: see find_data_dir."""
+    Train and dev must carry labels; test has none. A repeated id is refused in dev and test
+    (DataError naming both lines) and kept in train (counted: Loaded.n_duplicate_ids).
+    data_dir: see find_data_dir."""
     name = task_file(task, split)
     root = find_data_dir(data_dir, required=[name])
-    return _load(root / name, TASKS[task], split != "test", skip_bad)
+    return _load(root / name, TASKS[task], split != "test", skip_bad, unique_ids=split != "train")
 
 
 # ----------------------------------------------------------------------------- locating

@@ -122,7 +122,7 @@ def generated_file(draw, with_bad_rows: bool):
     spec = TASKS[task]
     extra_index = draw(st.booleans())  # the test-student files' extra leading column
     header = ([""] if extra_index else []) + ["", "id", *spec.text_columns, spec.label_column]
-    rows, expected, bad_lines = [], [], []
+    rows, expected, bad_lines, good_rows = [], [], [], []
     for _ in range(draw(st.integers(0, 6))):
         ident = draw(text.filter(lambda s: s.strip()) if not with_bad_rows else text)
         texts = [draw(text.filter(lambda s: s.strip()) if not with_bad_rows else text) for _ in spec.text_columns]
@@ -135,14 +135,17 @@ def generated_file(draw, with_bad_rows: bool):
             ex.update({c: t.strip() for c, t in zip(spec.text_columns, texts)})
             expected.append(ex)
         bad_lines.append(None if ok else len(rows))  # row number now, physical line filled in below
+        if ok:
+            good_rows.append(len(rows))
     newline = draw(st.sampled_from(["\n", "\r\n"]))
     content, lines = write_row(header, newline), []
     for row in rows:
         lines.append(len(re.findall(r"\r\n|\r|\n", content)) + 1)  # the line where this row starts
         content += write_row(row, newline)
     bad_lines = [lines[n - 1] for n in bad_lines if n is not None]
+    good_lines = [lines[n - 1] for n in good_rows]  # where each expected example's row starts
     bom = draw(st.booleans())
-    return task, ("\ufeff" if bom else "") + content, expected, bad_lines
+    return task, ("\ufeff" if bom else "") + content, expected, bad_lines, good_lines
 
 
 def as_dicts(loaded):
@@ -152,22 +155,40 @@ def as_dicts(loaded):
 @settings(max_examples=500, **FUZZ)
 @given(generated_file(with_bad_rows=False))
 def test_well_formed_files_load_back_exactly(case):
-    task, content, expected, _ = case
-    loaded = LOADERS[task](write(content.encode("utf-8")), split_has_labels=True)
+    task, content, expected, _, good_lines = case
+    path = write(content.encode("utf-8"))
+    loaded = LOADERS[task](path, split_has_labels=True, unique_ids=False)  # a training file
     assert loaded.n_skipped == 0
     assert as_dicts(loaded) == expected
+    assert loaded.n_duplicate_ids == len(expected) - len({ex["id"] for ex in expected})
+    # A dev/test file: the first repeated id is refused, naming both rows' lines.
+    first_line, repeat = {}, None
+    for ex, line in zip(expected, good_lines):
+        if ex["id"] in first_line:
+            repeat = (ex["id"], first_line[ex["id"]], line)
+            break
+        first_line[ex["id"]] = line
+    try:
+        strict = LOADERS[task](path, split_has_labels=True)
+    except DataError as e:
+        assert repeat, f"a file with unique ids was refused: {e}"
+        ident, first, line = repeat
+        assert f"{path}:{line}: duplicate id {ident!r}, first used at {path}:{first}" in str(e)
+    else:
+        assert repeat is None, "a repeated id was accepted in a dev/test file"
+        assert as_dicts(strict) == expected
 
 
 @settings(max_examples=500, **FUZZ)
 @given(generated_file(with_bad_rows=True))
 def test_bad_rows_raise_at_the_first_bad_line_or_are_skipped_exactly(case):
-    task, content, expected, bad_lines = case
+    task, content, expected, bad_lines, _ = case
     path = write(content.encode("utf-8"))
-    loaded = LOADERS[task](path, split_has_labels=True, skip_bad=True)
+    loaded = LOADERS[task](path, split_has_labels=True, skip_bad=True, unique_ids=False)
     assert loaded.n_skipped == len(bad_lines)
     assert as_dicts(loaded) == expected
     try:
-        LOADERS[task](path, split_has_labels=True)
+        LOADERS[task](path, split_has_labels=True, unique_ids=False)
     except DataError as e:
         assert bad_lines, f"a file without bad rows was refused: {e}"
         assert f"{path}: line {bad_lines[0]}:" in str(e)
