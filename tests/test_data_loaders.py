@@ -161,13 +161,103 @@ def test_empty_file_is_a_clear_error(tmp_path, content):
         load_sst(path)
 
 
-def test_csv_module_errors_become_data_errors(tmp_path):
-    # an opening quote never closed: the "field" runs on past the csv module's size limit
+@pytest.mark.parametrize("tail", ["x\n" * 70_000, "2\tc\t good .\t1\n", ""])
+def test_unclosed_quote_names_its_line_even_with_skip_bad(tmp_path, tail):
+    # An opening quote never closed swallows every later row into one field, however long:
+    # refused, not skipped as one bad row (that would silently drop the rest of the file).
     path = tmp_path / "runaway.csv"
-    path.write_text("\tid\tsentence\tsentiment\n0\ta\t fine .\t1\n1\tb\t\"oops\t2\n"
-                    + "x\n" * 70_000)
-    with pytest.raises(DataError, match=r"runaway\.csv: line 3: field larger than"):
+    path.write_text("\tid\tsentence\tsentiment\n0\ta\t fine .\t1\n1\tb\t\"oops\t2\n" + tail)
+    with pytest.raises(DataError, match=r"runaway\.csv: line 3: a quoted field .* never closed"):
         load_sst(path, skip_bad=True)
+
+
+def test_unclosed_quote_in_a_test_files_last_column_is_refused(tmp_path):
+    # The last text column of a test file: the swallowed rows would make a well-formed row.
+    path = tmp_path / "quora-test-student.csv"
+    path.write_text('\tid\tsentence1\tsentence2\n0\ta\tWhy?\t"Why not?\n1\tb\tHow?\tHow so?\n')
+    with pytest.raises(DataError, match=r"line 2: a quoted field .* never closed"):
+        load_quora(path)
+
+
+def test_unclosed_quote_in_the_header_is_refused(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text('\tid\t"sentence\tsentiment\n0\ta\t fine .\t1\n')
+    with pytest.raises(DataError, match=r"h\.csv: line 1: a quote in the header is never closed"):
+        load_sst(path)
+
+
+# ----------------------------------------------------------------------------- sentences longer than the csv field limit
+
+def test_sentence_longer_than_the_csv_field_limit_is_read(tmp_path):
+    limit = csv.field_size_limit()
+    assert limit == 131_072  # the csv module's default, which the loader must not leave raised
+    words = [f"w{i}" for i in range(30_000)]  # generated: ~170,000 characters
+    long_text = " ".join(words)
+    assert len(long_text) > limit
+    for quoted in (False, True):  # quoted fields take the csv module's other code path
+        field = f'"{long_text}"' if quoted else long_text
+        (tmp_path / "ids-sst-dev.csv").write_text(
+            f"\tid\tsentence\tsentiment\n0\tshort\t A short one .\t2\n1\tlong\t{field}\t4\n")
+        ex = load_task("sst", "dev", tmp_path).examples
+        assert [e["id"] for e in ex] == ["short", "long"]
+        assert ex[1]["sentence"] == long_text and ex[1]["label"] == 4
+    assert csv.field_size_limit() == limit
+    with pytest.raises(csv.Error, match="field larger than field limit"):  # why the loader must act
+        list(csv.reader(open(tmp_path / "ids-sst-dev.csv", newline=""), delimiter="\t"))
+
+
+# ----------------------------------------------------------------------------- duplicate ids
+
+def write_split(d: Path, task: str, split: str, rows: list[str]) -> Path:
+    header = {"sst": "\tid\tsentence\tsentiment", "quora": "\tid\tsentence1\tsentence2\tis_duplicate"}
+    cols = header[task] if split != "test" else header[task].rsplit("\t", 1)[0]
+    path = d / task_file(task, split)
+    path.write_text("\n".join([cols, *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_duplicate_id_in_dev_or_test_is_refused_with_both_lines(tmp_path, split):
+    label = "" if split == "test" else "\t1.0"
+    path = write_split(tmp_path, "quora", split, [
+        f"0\tq1\tIs tea hot?\tIs tea warm?{label}",
+        f"1\tq2\tWhy fly?\tHow to fly?{label}",
+        f"2\tq3\tCan cats swim?\tDo cats swim?{label}",
+        f"3\tq2\tWhere is it?\tWhat is it?{label}",  # line 5 repeats line 3's id
+    ])
+    for skip_bad in (False, True):  # skip_bad does not pick a row to drop
+        with pytest.raises(DataError) as e:
+            load_task("quora", split, tmp_path, skip_bad=skip_bad)
+        msg = str(e.value)
+        assert f"{path}:5: duplicate id 'q2', first used at {path}:3" in msg
+        assert "unique" in msg and e.value.__cause__ is None
+
+
+def test_duplicate_id_after_stripping_spaces_is_a_duplicate(tmp_path):
+    path = write_split(tmp_path, "sst", "dev", ["0\ta\t Good .\t3", "1\t a \t Bad .\t1"])
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: duplicate id 'a', first used at {path}:2")):
+        load_task("sst", "dev", tmp_path)
+
+
+def test_duplicate_ids_in_training_file_are_kept_and_counted(tmp_path, caplog):
+    path = write_split(tmp_path, "sst", "train", [
+        "0\ta\t Good .\t3", "1\tb\t Bad .\t1", "2\ta\t Fine .\t2", "3\ta\t Okay .\t2",
+        "4\tc\t Dull .\t1", "5\tb\t Grim .\t0"])
+    loaded = load_task("sst", "train", tmp_path)
+    assert [e["id"] for e in loaded.examples] == ["a", "b", "a", "a", "c", "b"]
+    assert [e["sentence"] for e in loaded.examples] == ["Good .", "Bad .", "Fine .", "Okay .", "Dull .", "Grim ."]
+    assert loaded.n_duplicate_ids == 3 and loaded.n_skipped == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{path}: kept 3 row(s) whose id an earlier row already has "
+                        f"(first: 'a' at lines 2 and 4)"]
+    examples, skipped = loaded  # still a 2-tuple for the trainers that unpack it
+    assert skipped == 0 and examples == loaded.examples
+
+
+def test_unique_ids_log_nothing(caplog):
+    for split in ("train", "dev", "test"):
+        assert load_task("quora", split, COURSE).n_duplicate_ids == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_header_only_file_loads_zero_examples(tmp_path):
@@ -245,7 +335,7 @@ def test_real_files_load_with_readme_row_counts(task, split):
     loaded = load_task(task, split, SHARED)
     assert loaded.n_skipped == 0
     assert len(loaded.examples) == README_ROWS[task_file(task, split)]
-    assert len({e["id"] for e in loaded.examples}) == len(loaded.examples)
+    assert len({e["id"] for e in loaded.examples}) == len(loaded.examples) and loaded.n_duplicate_ids == 0
     assert all(("label" in e) == (split != "test") for e in loaded.examples)
     if task == "sst" and split != "test":
         assert {e["label"] for e in loaded.examples} == {0, 1, 2, 3, 4}
