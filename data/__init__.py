@@ -3,12 +3,12 @@
 from .batching import (BucketBatchSampler, RandomBatchSampler, collate, encode_examples,
                        example_lengths, pad_batch, padding_stats, to_device)
 from .datasets import (DEFAULT_TASKS, PAIR_TASKS, TASKS, DataError, Loaded, all_files,
-                       find_data_dir, load_cfimdb, load_quora, load_sst, load_sts, load_task,
+                       find_data_dir, load_cfimdb, load_file, load_quora, load_sst, load_sts, load_task,
                        task_file)
 
 __all__ = [
     "BucketBatchSampler", "RandomBatchSampler", "collate", "encode_examples", "example_lengths",
     "pad_batch", "padding_stats", "to_device",
     "DEFAULT_TASKS", "PAIR_TASKS", "TASKS", "DataError", "Loaded", "all_files", "find_data_dir",
-    "load_cfimdb", "load_quora", "load_sst", "load_sts", "load_task", "task_file",
+    "load_cfimdb", "load_file", "load_quora", "load_sst", "load_sts", "load_task", "task_file",
 ]

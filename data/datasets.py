@@ -273,7 +273,13 @@ def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None,
     data_dir: see find_data_dir."""
     name = task_file(task, split)
     root = find_data_dir(data_dir, required=[name])
-    return _load(root / name, TASKS[task], split != "test", skip_bad, unique_ids=split != "train")
+    return load_file(root / name, task, split, skip_bad)
+
+
+def load_file(path: str | os.PathLike, task: str, split: str, skip_bad: bool = False) -> Loaded:
+    """Load a file as one split of a task, whatever its name (load_task finds it by name)."""
+    task_file(task, split)  # checks both names
+    return _load(path, TASKS[task], split != "test", skip_bad, unique_ids=split != "train")
 
 
 # ----------------------------------------------------------------------------- locating

@@ -1,14 +1,16 @@
 """
-Download the CS224N minBERT data files (SST-5, Quora, STS-B, CFIMDB) and check their SHA-256.
+Download the CS224N minBERT data files (SST-5, Quora, STS-B, CFIMDB) and check them.
 
     python data/download.py --out data-files
     python data/download.py --base-url file:///path/to/course/data --out data-files   # local copy
 
-Stdlib only, so it runs before anything else is installed. The checksum table holds the files
-as this project ships them (the shared data folder). Its Quora files are NOT the course's: the
-training file is a re-pooled 31,696-pair set and dev/test are the two halves of the course's
-dev set (see the data README), so Quora files fetched from the course repository fail the check;
-pass --no-verify to accept them anyway (the loaders read either version).
+Stdlib only (plus data/datasets.py, itself stdlib only), so it runs before anything else is
+installed. Two releases of the Quora files exist: this project's shared data folder (a re-pooled
+31,696-pair training file; dev and test are the two halves of the course's dev set, see the data
+README) and the course's own. A file passes when its SHA-256 is one we know. The course's
+quora-train.csv and quora-test-student.csv have no checksum known here: such a file is checked by
+its structure instead (header, every row parses, a plausible row count) and kept with a one-line
+warning that prints its SHA-256. Anything else is refused as corrupted, and never left on disk.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
+
+if __package__:  # imported as data.download (tests, python -m data.download)
+    from .datasets import SPLITS, TASKS, DataError, all_files, load_file, task_file
+else:  # run as python data/download.py: Python puts this file's folder first on sys.path
+    from datasets import SPLITS, TASKS, DataError, all_files, load_file, task_file
 
 # Unverified guess at the raw-file location of the course's public starter repository;
 # override with --base-url when it moves.
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data"
 
-CHECKSUMS = {  # sha256 of the files in ../shared/data
+CHECKSUMS = {  # sha256 of the files in ../shared/data (for SST, STS, CFIMDB: the course's release)
     "ids-sst-train.csv": "03b2b625c090f94a6afd59f114cde5282e2053aab0b101e87ed695d8a0c5b1df",
     "ids-sst-dev.csv": "a186ce94577635fbe10beaaddd50f16cccf6c30973221cefdf90deed2a584bfe",
     "ids-sst-test-student.csv": "bdd5a767faa0c26782117e37767ece154c30d5d04fb8727d09c71e3850a55c7b",
@@ -40,8 +48,17 @@ CHECKSUMS = {  # sha256 of the files in ../shared/data
     "ids-cfimdb-dev.csv": "3087f571b66860fe5d035b5a018d08202ad3fd3720e4821c04b2acf6c7ded559",
     "ids-cfimdb-test-student.csv": "7ae611548c9eac879e9ebb406cc9f8ae68ff12f78090e4965af5cbdfa06240f4",
 }
-TASK_PREFIXES = {"sst": "ids-sst-", "quora": "quora-", "sts": "sts-", "cfimdb": "ids-cfimdb-"}
-MAX_BYTES = 64 * 2**20  # the largest file is ~5 MB; stop a wrong URL from filling the disk
+COURSE_CHECKSUMS = {  # the course's own release where it differs from the shared folder
+    "quora-dev.csv": "bfa3cc954a9ba300ae776a980141de65f622a3c1b97e3fd905d63245bc36d5ad",  # 20,215 lines
+}
+# Files with a release whose checksum is not known here (the course's), checked by structure:
+# the fewest rows a real release can have. The smallest known Quora file has 10,008 rows; the
+# bound leaves room for releases we have not seen and still catches a download cut short early.
+MIN_ROWS = {"quora-train.csv": 10_000, "quora-test-student.csv": 5_000}
+FILE_SPLITS = {task_file(t, s): (t, s) for t in TASKS for s in SPLITS}  # name -> (task, split)
+# Stops a wrong URL from filling the disk: the largest file here is ~5 MB, and the course's Quora
+# training file has 4.5x its rows.
+MAX_BYTES = 64 * 2**20
 CHUNK = 2**16
 
 
@@ -49,19 +66,56 @@ class DownloadError(RuntimeError):
     """A file could not be fetched or failed its checksum; the message says what to do."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def known_checksums(name: str) -> dict[str, str]:
+    """sha256 -> which release, for every version of `name` we know."""
+    known = {CHECKSUMS[name]: "this project's data folder"} if name in CHECKSUMS else {}
+    if name in COURSE_CHECKSUMS:
+        known[COURSE_CHECKSUMS[name]] = "the course's release"
+    return known
 
 
-def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
-                  timeout: float = 30.0) -> Path:
-    """Fetch url into dest atomically: stream into a temp file in dest's folder, check the
-    hash, then rename, so an interrupted or corrupt download never leaves a half-written
-    dest behind. sha256=None skips the check."""
+def check_structure(path: str | os.PathLike, name: str) -> int:
+    """Load `path` as the file `name` with the project's own loader (header columns, every row
+    parses, unique ids in dev/test) and check its row count is plausible. Returns the row count;
+    raises DownloadError naming what is wrong."""
+    task, split = FILE_SPLITS[name]
+    try:
+        n = len(load_file(path, task, split).examples)
+    except DataError as e:  # the message names the temporary file; name the download instead
+        raise DownloadError(f"{name} is corrupted: {str(e).replace(str(path), name)}") from None
+    if n < MIN_ROWS.get(name, 1):
+        raise DownloadError(f"{name} is corrupted: only {n:,} rows, a real release has at least "
+                            f"{MIN_ROWS[name]:,} (cut short?)")
+    return n
+
+
+def verify_file(path: str | os.PathLike, name: str, digest: str) -> str:
+    """How the file at `path`, to be saved as `name`, with sha256 `digest`, checks out: the line
+    to log. Raises DownloadError if it is corrupted (a known name with a checksum we do not know,
+    unless its course release has no known checksum and its structure checks out)."""
+    known = known_checksums(name)
+    if digest in known:
+        return f"checksum ok ({known[digest]})"
+    if name in MIN_ROWS:
+        n = check_structure(path, name)
+        return (f"warning: no checksum known for this version (sha256 {digest}); "
+                f"its structure checks out ({n:,} rows), kept")
+    if not known:
+        raise DownloadError(f"{name}: no checksum known for this file name; pass --no-verify")
+    expected = "; ".join(f"{d} ({what})" for d, what in known.items())
+    raise DownloadError(
+        f"{name}: checksum mismatch (got sha256 {digest}, expected {expected}); the download is "
+        f"corrupted or a release this project does not know. Retry; re-run with --no-verify to "
+        f"keep it anyway.")
+
+
+def download_file(url: str, dest: str | os.PathLike,
+                  check: Callable[[Path, str], str] | None = None,
+                  timeout: float = 30.0) -> tuple[Path, str]:
+    """Fetch url into dest atomically: stream into a temp file in dest's folder, run
+    check(temp_path, sha256) (it raises DownloadError to refuse the file, else returns a line to
+    log), then rename, so an interrupted or refused download never leaves a half-written dest
+    behind. Returns (dest, check's line); check=None skips the check."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as dest so os.replace is an atomic rename; plain open() (not mkstemp) so
@@ -77,14 +131,9 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
                                         f"is --base-url right?")
                 h.update(chunk)
                 out.write(chunk)
-        if sha256 is not None and h.hexdigest() != sha256:
-            raise DownloadError(
-                f"{dest.name}: checksum mismatch (expected sha256 {sha256}, got "
-                f"{h.hexdigest()}); the file at {url} is not the version this project "
-                f"expects (the Quora files here differ from the course's). Re-run with "
-                f"--no-verify to keep it anyway.")
+        note = check(tmp, h.hexdigest()) if check is not None else ""
         os.replace(tmp, dest)
-        return dest
+        return dest, note
     except urllib.error.HTTPError as e:  # before URLError: HTTPError is a subclass
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; check --base-url") from None
     except urllib.error.URLError as e:
@@ -100,27 +149,37 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
             os.remove(tmp)
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def download_all(out_dir: str | os.PathLike, base_url: str = DEFAULT_BASE_URL,
-                 files: list[str] | None = None, checksums: dict[str, str] | None = None,
-                 verify: bool = True, timeout: float = 30.0, force: bool = False,
-                 log=print) -> list[Path]:
-    """Download `files` (default: every file in `checksums`) from base_url into out_dir.
-    Files already present with the right checksum are kept unless force=True."""
-    checksums = CHECKSUMS if checksums is None else checksums
-    files = list(checksums) if files is None else files
-    unknown = [f for f in files if verify and f not in checksums]
-    if unknown:
-        raise DownloadError(f"no checksum known for {unknown}; pass --no-verify")
+                 files: list[str] | None = None, verify: bool = True, timeout: float = 30.0,
+                 force: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+    """Download `files` (default: every data file) from base_url into out_dir, each checked by
+    verify_file unless verify=False. Files already present that pass the check are kept unless
+    force=True."""
+    files = all_files() if files is None else files
     out_dir = Path(out_dir)
     done = []
     for name in files:
         dest = out_dir / name
-        expected = checksums.get(name) if verify else None
-        if dest.is_file() and not force and (expected is None or sha256_file(dest) == expected):
-            log(f"{dest}: already present")
+        check = (lambda path, digest, name=name: verify_file(path, name, digest)) if verify else None
+        note = None
+        if dest.is_file() and not force:
+            try:
+                note = check(dest, sha256_file(dest)) if check else ""
+            except DownloadError:
+                note = None  # present but not a release we accept: fetch it again
+        if note is not None:
+            log(f"{dest}: already present" + (f", {note}" if note else ""))
         else:
-            download_file(f"{base_url.rstrip('/')}/{name}", dest, expected, timeout)
-            log(f"{dest}: downloaded" + (", checksum ok" if expected else ""))
+            _, note = download_file(f"{base_url.rstrip('/')}/{name}", dest, check, timeout)
+            log(f"{dest}: downloaded" + (f", {note}" if note else ""))
         done.append(dest)
     return done
 
@@ -129,10 +188,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python data/download.py",
         description="Download the CS224N minBERT data files (SST-5, Quora, STS-B, CFIMDB) "
-                    "and verify their SHA-256 checksums.",
+                    "and verify them: a known SHA-256 (this project's data folder, or the "
+                    "course's release), or, for the course's quora-train.csv and "
+                    "quora-test-student.csv whose checksums are not known here, their structure "
+                    "(header, every row parses, enough rows; a one-line warning prints the "
+                    "SHA-256). A corrupted file is refused and not saved.",
         epilog="Offline? Copy the .csv files by hand into a folder and pass --data-dir DIR to "
-               "the training scripts (or set MINBERT_DATA_DIR=DIR). Note: the checksums are of "
-               "this project's files, whose Quora files differ from the course release.")
+               "the training scripts (or set MINBERT_DATA_DIR=DIR). Two Quora releases exist: "
+               "the course's, and this project's (a re-pooled training file; dev and test are "
+               "the halves of the course's dev set); both are accepted.")
     p.add_argument("--out", default="data-files",
                    help="folder to write the files into, created if needed; the loaders look "
                         "for ./data-files by default (default: %(default)s)")
@@ -140,13 +204,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="URL of the folder holding the files; each file is fetched from "
                         "BASE_URL/NAME. file:///path/to/dir copies a local folder "
                         "(default: %(default)s)")
-    p.add_argument("--tasks", nargs="+", choices=sorted(TASK_PREFIXES), default=None,
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None,
                    help="only fetch the train/dev/test files of these tasks (default: all)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the SHA-256 checks, e.g. to accept the course's own Quora files "
-                        "or an updated release")
+                   help="skip every check and keep whatever the server sends, e.g. an updated "
+                        "release whose checksum this script does not know")
     p.add_argument("--force", action="store_true",
-                   help="download again even if a file with the right checksum is present")
+                   help="download again even if a file that passes the check is present")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for the server before giving up on a file "
                         "(default: %(default)s)")
@@ -155,9 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    files = list(CHECKSUMS)
-    if args.tasks:
-        files = [f for f in files if f.startswith(tuple(TASK_PREFIXES[t] for t in args.tasks))]
+    files = all_files(args.tasks or TASKS)
     try:
         download_all(args.out, args.base_url, files, verify=not args.no_verify,
                      timeout=args.timeout, force=args.force)
