@@ -15,7 +15,7 @@ Encoded example (a dict of plain lists; what collate consumes):
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,22 @@ from torch.utils.data import Sampler
 from .datasets import PAIR_TASKS, TASKS
 
 # ----------------------------------------------------------------------------- encoding
+
+
+def clamp_max_length(max_length: int | None, tokenizer,
+                     log: Callable[[str], None] = print) -> int:
+    """The truncation length the tokenizer really uses: max_length, but never more than
+    tokenizer.model_max_length (the checkpoint's position limit; a longer input has no position
+    embedding). Tokenizer.encode_ids clamps silently; call this once per run, before encoding,
+    so the run says so once: a note through `log` naming both numbers."""
+    limit = tokenizer.model_max_length
+    if max_length is None:
+        return limit
+    if max_length > limit:
+        log(f"note: --max-length {max_length} is more than the checkpoint can read; sequences "
+            f"are truncated to its position limit of {limit} tokens")
+        return limit
+    return max_length
 
 
 def encode_examples(tokenizer, examples: Sequence[dict], task: str,

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from data.batching import (BucketBatchSampler, RandomBatchSampler, collate, encode_examples,
-                           example_lengths, pad_batch, padding_stats, to_device)
+from data.batching import (BucketBatchSampler, RandomBatchSampler, clamp_max_length, collate,
+                           encode_examples, example_lengths, pad_batch, padding_stats, to_device)
 from data.datasets import load_task
 
 COURSE = Path(__file__).resolve().parent / "fixtures" / "data" / "course"
@@ -155,6 +155,56 @@ def test_real_tokenizer_encoding_matches_its_own_padded_batch():
     batch = collate(enc, pad_id=tok.pad_id)
     for k in ("input_ids", "attention_mask", "token_type_ids"):
         assert torch.equal(batch["inputs"][k], ref[k]), k
+
+
+def real_tokenizer():
+    minbert = pytest.importorskip("minbert")
+    try:
+        return minbert.Tokenizer.from_pretrained("all-MiniLM-L6-v2")
+    except Exception as e:  # no embedded/cached vocabulary in this checkout
+        pytest.skip(f"real tokenizer unavailable: {e}")
+
+
+def test_sentence_longer_than_csv_field_limit_is_truncated_like_any_other(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minbert.hub import resolve
+    tok = real_tokenizer()
+    ref = transformers.BertTokenizerFast.from_pretrained(str(resolve("all-MiniLM-L6-v2")))
+    # generated: 25,000 distinct words, ~160,000 characters, over the csv module's 131,072 limit
+    long_text = " ".join(f"river{i % 97} stone{i}" for i in range(12_500))
+    assert len(long_text) > 131_072
+    (tmp_path / "sts-dev.csv").write_text(
+        "\tid\tsentence1\tsentence2\tsimilarity\n"
+        f"0\tlong\t{long_text}\tA short one .\t1.5\n1\tshort\tTwo dogs run .\tA dog runs .\t4.0\n")
+    examples = load_task("sts", "dev", tmp_path).examples
+    assert examples[0]["sentence1"] == long_text
+    for max_length in (32, 128):
+        enc = encode_examples(tok, examples, "sts", max_length=max_length)
+        assert len(enc[0]["input_ids_1"]) == max_length
+        assert enc[0]["input_ids_1"] == ref(long_text, truncation=True, max_length=max_length)["input_ids"]
+        assert enc[1]["input_ids_1"] == ref("Two dogs run .")["input_ids"]  # short ones untouched
+
+
+def test_max_length_above_the_position_limit_is_clamped_and_said_once():
+    import json
+    from minbert.hub import resolve
+    tok = real_tokenizer()
+    config = json.loads((resolve("all-MiniLM-L6-v2") / "config.json").read_text())
+    limit = config["max_position_embeddings"]  # read independently of the tokenizer
+    messages = []
+    max_length = clamp_max_length(100_000, tok, log=messages.append)
+    assert max_length == limit == 512
+    assert len(messages) == 1 and "100000" in messages[0] and f"limit of {limit} tokens" in messages[0]
+    # The clamp is what the tokenizer does anyway, silently: same encodings either way.
+    examples = [{"id": "a", "sentence": "word " * 2_000}, {"id": "b", "sentence": "A short one ."}]
+    clamped = encode_examples(tok, examples, "sst", max_length=max_length)
+    assert clamped == encode_examples(tok, examples, "sst", max_length=100_000)
+    assert [len(e["input_ids"]) for e in clamped] == [limit, 6]
+    # Within the limit, or unset: nothing to say.
+    assert clamp_max_length(128, tok, log=messages.append) == 128
+    assert clamp_max_length(limit, tok, log=messages.append) == limit
+    assert clamp_max_length(None, tok, log=messages.append) == limit
+    assert len(messages) == 1
 
 
 # ----------------------------------------------------------------------------- samplers
