@@ -10,7 +10,9 @@ An example is a plain dict:
     single-sentence tasks (sst, cfimdb): {"id", "sentence"}             (+ "label")
     sentence-pair tasks   (quora, sts):  {"id", "sentence1", "sentence2"} (+ "label")
 "label" is an int for sst (0..4), cfimdb and quora (0/1) and a float for sts (0.0..5.0);
-test splits have no labels.
+test splits have no labels. Ids are unique in dev and test files (the prediction files are keyed
+by id); a training file may repeat one (kept, counted in a warning and in Loaded.n_duplicate_ids).
+A field may be longer than the csv module's 131,072-character limit.
 """
 
 from __future__ import annotations
