@@ -127,6 +127,7 @@ def _read_text(path: Path) -> str:
 # Appended to the text before parsing: it comes back as a row of its own unless a quote opened
 # earlier is never closed, in which case the csv module (non-strict) folds it into that field.
 _END = "\n\ue000end of file\ue000"
+_END_ROW = [_END.lstrip("\n")]
 
 
 def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None,
@@ -179,7 +180,7 @@ def _parse(path: Path, text: str, spec: TaskSpec, split_has_labels: bool | None,
         except csv.Error as e:
             raise DataError(f"{path}: line {start}: {e}") from None
         line, start = start, reader.line_num + 1
-        if row == [_END.strip("\n")]:
+        if row == _END_ROW:
             break
         if row and row[-1].endswith(_END):
             # Not skippable: the open quote swallowed every later row into this one field.
