@@ -6,8 +6,9 @@
     out = model(**tok(["Hello world!", "BERT reads both directions."]))
     out["last_hidden_state"]  # (B, T, 384)
 
-Files, in dependency order: config -> embeddings -> attention -> layer -> model; optimizer;
-safetensors -> checkpoint (+ hub); tokenizer.
+Files, in dependency order: config -> embeddings -> attention -> layer -> fast -> model; optimizer;
+safetensors -> checkpoint (+ hub); tokenizer. fast.py holds the opt-in fast paths
+(BertModel(config, attn_implementation="sdpa", unpad=True)); the rest is the teaching path.
 """
 from .checkpoint import CheckpointError
 from .config import BertConfig

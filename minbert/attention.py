@@ -1,9 +1,7 @@
 """Multi-head self-attention, the heart of BERT (Vaswani et al. 2017, section 3.2).
 
-Two implementations of the same math sit side by side:
-  * "manual": softmax(Q K^T / sqrt(hs) + mask) V written out, the teaching path and the default;
-  * "sdpa":   torch.nn.functional.scaled_dot_product_attention, PyTorch's fused kernel.
-tests/test_attention.py proves they agree with each other and with transformers.
+The math is written out, softmax(Q K^T / sqrt(hs) + mask) V, as in the paper. PyTorch's fused kernel
+for the same math (scaled_dot_product_attention) is one of the opt-in fast paths in fast.py.
 """
 from __future__ import annotations
 
@@ -35,7 +33,6 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.num_attention_heads
         self.head_size = config.head_size
-        self.impl = config.attn_implementation
         C = config.hidden_size
         # One (C -> 3C) matmul instead of three (C -> C): same math, fewer kernel launches.
         # Rows [0:C] are the query weights, [C:2C] key, [2C:3C] value (see checkpoint.py's table).
@@ -60,26 +57,11 @@ class SelfAttention(nn.Module):
         return att @ v  # (B, nh, T, hs)
         # END SOLUTION
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                index: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, C) -> (B, T, C). Unpadded (see model.py): x is (N, C), the real tokens only,
-        index (N,) their positions in the flattened (B*T) grid, and the mask gives B and T."""
-        C = x.shape[-1]
-        qkv = self.qkv(x)  # (B, T, 3C), or (N, 3C) unpadded
-        if index is not None:
-            # Attention mixes tokens, so it needs the (B, T) grid back: scatter the real rows into
-            # zeros. Padded keys are masked out, and padded queries' outputs are dropped below.
-            B, T = mask.shape[0], mask.shape[-1]
-            qkv = qkv.new_zeros(B * T, 3 * C).index_copy(0, index, qkv).view(B, T, 3 * C)  # (B, T, 3C)
-        B, T, _ = qkv.shape
-        q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C), mask: additive (B, 1, 1, T) or None -> (B, T, C)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, nh, T, hs)
-        if self.impl == "sdpa":
-            p = self.attn_dropout.p if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        else:
-            y = self.attention(q, k, v, mask)
-        y = y.transpose(1, 2).reshape(B * T, C)  # (B*T, nh * hs): merge the heads back
-        if index is not None:
-            y = y.index_select(0, index)  # (N, C): the real tokens again
-        return self.proj(y.view(*x.shape[:-1], C))  # (B, T, C) or (N, C)
+        y = self.attention(q, k, v, mask)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh * hs): merge the heads back
+        return self.proj(y)

@@ -143,17 +143,14 @@ def minbert_to_hf(state: dict[str, torch.Tensor], config: BertConfig) -> dict[st
     return hf
 
 
-def load_model(cls, name_or_dir, attn_implementation: str = "manual", cache_dir: str | None = None,
-               unpad: bool = False):
+def load_model(cls, name_or_dir, cache_dir: str | None = None, **runtime):
+    """cls(config, **runtime) holding the checkpoint's weights, in eval mode. runtime: the model's
+    switches that are not part of the checkpoint (BertModel's attn_implementation, unpad)."""
     directory = resolve(name_or_dir, cache_dir=cache_dir)
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory}: no config.json; a BERT checkpoint directory needs one")
-    config = BertConfig.from_json(cfg_path)
-    config.attn_implementation = attn_implementation
-    config.unpad = unpad
-    config.__post_init__()  # re-validate the runtime choice
-    model = cls(config)
+    model = cls(BertConfig.from_json(cfg_path), **runtime)
     state = hf_to_minbert(read_weights(directory), model, source=str(directory))
     model.load_state_dict(state, strict=True)
     model.eval()  # like transformers: dropout off until the caller asks for .train()

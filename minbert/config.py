@@ -1,4 +1,8 @@
-"""BertConfig: the handful of numbers that fix a BERT's shape. Defaults are bert-base-uncased."""
+"""BertConfig: the handful of numbers that fix a BERT's shape. Defaults are bert-base-uncased.
+
+It describes the checkpoint only (it is its config.json); how the model is computed (attention
+implementation, unpadding) is chosen when the model is built: BertModel(config, ...).
+"""
 from __future__ import annotations
 
 import json
@@ -21,16 +25,12 @@ class BertConfig:
     layer_norm_eps: float = 1e-12         # BERT's TF original used 1e-12, not PyTorch's 1e-5
     initializer_range: float = 0.02       # std of the truncated-normal init used for fresh weights
     pad_token_id: int = 0                 # [PAD] in the uncased vocab; its embedding is never trained
-    attn_implementation: str = "manual"   # "manual" (explicit math, the teaching path) or "sdpa" (fast)
-    unpad: bool = False                   # skip padded tokens in the token-wise layers (model.py says why)
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads}): each head gets hidden_size / num_heads dimensions")
-        if self.attn_implementation not in ("manual", "sdpa"):
-            raise ValueError(f"attn_implementation must be 'manual' or 'sdpa', got {self.attn_implementation!r}")
         if self.hidden_act not in ("gelu", "gelu_new", "relu"):
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (gelu, gelu_new, relu)")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -62,11 +62,10 @@ class BertConfig:
         return cls.from_dict(d)
 
     def to_dict(self) -> dict:
-        """A config.json that transformers' BertModel reads as well."""
+        """config.json as transformers writes it for a BertModel (tests/test_checkpoint.py checks the keys).
+        position_embedding_type is left out, as transformers 5 does: absent means "absolute" in every version."""
         d = asdict(self)
-        d.pop("attn_implementation")  # runtime choices, not part of the checkpoint
-        d.pop("unpad")
-        d.update(model_type="bert", architectures=["BertModel"], position_embedding_type="absolute")
+        d.update(model_type="bert", architectures=["BertModel"])
         return d
 
     @property

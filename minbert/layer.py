@@ -32,13 +32,10 @@ class BertLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.act = activation(config.hidden_act)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                index: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, C), mask: additive (B, 1, 1, T) or None -> (B, T, C).
-        Everything here but the attention works token by token, so x may also be the (N, C) real
-        tokens of an unpadded batch; `index` is then passed on to the attention (see model.py)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C), mask: additive (B, 1, 1, T) or None -> (B, T, C)."""
         # BEGIN SOLUTION
-        x = self.ln1(x + self.dropout(self.attn(x, mask, index)))
+        x = self.ln1(x + self.dropout(self.attn(x, mask)))
         x = self.ln2(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
         return x
         # END SOLUTION

@@ -6,16 +6,28 @@ import os
 import torch
 import torch.nn as nn
 
+from . import fast
 from .attention import extended_attention_mask
 from .config import BertConfig
 from .embeddings import BertEmbeddings
 from .layer import BertLayer
 
 
+ATTN_IMPLEMENTATIONS = ("manual", "sdpa")
+
+
 class BertModel(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, attn_implementation: str = "manual", unpad: bool = False):
+        """config describes the checkpoint. The two runtime switches choose how it is computed, with
+        the same result: attn_implementation "manual" (the explicit math, the default) or "sdpa"
+        (PyTorch's fused kernel); unpad=True skips padded tokens. Both are fast paths (fast.py)."""
         super().__init__()
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be 'manual' (the explicit math) or 'sdpa' "
+                             f"(PyTorch's fused kernel), got {attn_implementation!r}")
         self.config = config
+        self.attn_implementation = attn_implementation
+        self.unpad = unpad
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
         # The pooler is a dense + tanh on [CLS], trained by BERT's next-sentence objective.
@@ -41,26 +53,16 @@ class BertModel(nn.Module):
         """input_ids, attention_mask, token_type_ids: (B, T) -> dict of
         last_hidden_state (B, T, C) and pooler_output (B, C)."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        mask = None
-        # A batch without padding needs no mask: the SDPA kernels are fastest (and exact) without one.
-        # Under torch.compile that data-dependent test would split the graph, so keep the mask there.
-        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
-            mask = extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
-        index = None
-        if mask is not None and self.config.unpad and not torch.compiler.is_compiling():
-            # Unpadding ("remove padding" of FasterTransformer; MosaicBERT, ModernBERT): every layer
-            # but the attention is token-wise, so run it on the N real tokens only, (N, C), and
-            # let the attention scatter them back into the (B, T) grid. That removes the padding
-            # from the Linear layers (~80% of a CPU training step); real tokens get the same values,
-            # padded positions of last_hidden_state come out as zeros. nonzero() syncs with the
-            # host, and its data-dependent N would recompile under torch.compile: eager only.
-            B, T, C = x.shape
-            index = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) real tokens in the (B*T) grid
-            x = x.view(B * T, C).index_select(0, index)  # (N, C)
-        for layer in self.layers:
-            x = layer(x, mask, index)
-        if index is not None:
-            x = x.new_zeros(B * T, C).index_copy(0, index, x).view(B, T, C)  # (B, T, C), zeros at padding
+        if self.attn_implementation != "manual" or self.unpad:
+            # Opt-in: the same layers computed faster (fused attention, unpadding); fast.py.
+            x = fast.encode(self.layers, x, attention_mask, sdpa=self.attn_implementation == "sdpa",
+                            unpad=self.unpad)
+        else:
+            mask = None  # no mask: every token attends to every token
+            if attention_mask is not None:
+                mask = extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
+            for layer in self.layers:
+                x = layer(x, mask)
         # BEGIN SOLUTION
         pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] token's vector
         # END SOLUTION
@@ -73,15 +75,13 @@ class BertModel(nn.Module):
                         attn_implementation: str = "manual", cache_dir: str | None = None,
                         unpad: bool = False) -> "BertModel":
         """Load a Hugging Face BERT checkpoint: a local directory, "all-MiniLM-L6-v2" (embedded,
-        offline), or a hub name such as "bert-base-uncased" (downloaded when online)."""
+        offline), or a hub name such as "bert-base-uncased" (downloaded when online).
+        attn_implementation and unpad are the runtime switches of __init__, not part of the checkpoint."""
         from .checkpoint import load_model
-        return load_model(cls, name_or_dir, attn_implementation=attn_implementation, cache_dir=cache_dir,
+        return load_model(cls, name_or_dir, cache_dir=cache_dir, attn_implementation=attn_implementation,
                           unpad=unpad)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors with Hugging Face names (transformers can load it)."""
         from .checkpoint import save_model
         save_model(self, directory)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

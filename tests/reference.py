@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minbert import BertConfig, BertModel
+from minbert import BertConfig, BertModel, fast
 from minbert.attention import extended_attention_mask
 from minbert.checkpoint import hf_to_minbert, minbert_to_hf
 from minbert.safetensors import load_safetensors
@@ -35,6 +35,15 @@ except ImportError:
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 matmuls on CUDA really in fp32, so that CPU tolerances hold there too."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def tiny_inputs(seed: int = 0, B: int = 3, T: int = 11) -> dict[str, torch.Tensor]:
@@ -77,10 +86,9 @@ def hf_intermediates(hf, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def tiny_reference(attn_implementation: str = "manual") -> tuple[BertModel, dict, dict]:
     """(our model with the fixture's weights, inputs, expected intermediates) from the stored fixture."""
-    cfg = BertConfig(**json.loads((FIXTURES / "tiny_config.json").read_text()),
-                     attn_implementation=attn_implementation)
+    cfg = BertConfig(**json.loads((FIXTURES / "tiny_config.json").read_text()))
     t = load_safetensors(FIXTURES / "tiny_reference.safetensors")
-    model = BertModel(cfg).eval()
+    model = BertModel(cfg, attn_implementation=attn_implementation).eval()
     weights = {k[len("weights."):]: v for k, v in t.items() if k.startswith("weights.")}
     model.load_state_dict(hf_to_minbert(weights, model))
     inputs = {k[len("inputs."):]: v for k, v in t.items() if k.startswith("inputs.")}
@@ -93,6 +101,11 @@ def our_intermediates(model: BertModel, inputs: dict[str, torch.Tensor]) -> dict
     emb = model.embeddings(inputs["input_ids"], inputs["token_type_ids"])
     mask = extended_attention_mask(inputs["attention_mask"], emb.dtype)
     layer0 = model.layers[0]
-    attn = layer0.ln1(emb + layer0.attn(emb, mask))  # attention block = HF's BertAttention
+    if model.attn_implementation == "sdpa":  # the fast path's functions on the same weights
+        attn = fast.self_attention(layer0.attn, emb, mask, sdpa=True)
+        layer = fast.layer_forward(layer0, emb, mask, sdpa=True)
+    else:  # the teaching path
+        attn, layer = layer0.attn(emb, mask), layer0(emb, mask)
     out = model(**inputs)
-    return {"embeddings": emb, "attention": attn, "layer": layer0(emb, mask), **out}
+    # attention block = HF's BertAttention
+    return {"embeddings": emb, "attention": layer0.ln1(emb + attn), "layer": layer, **out}

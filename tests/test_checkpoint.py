@@ -129,6 +129,29 @@ def test_save_pretrained_is_loadable_by_transformers(tmp_path, tiny_model):
     assert torch.equal(outputs(BertModel.from_pretrained(tmp_path)), outputs(tiny_model))
 
 
+@pytest.mark.skipif(not HAVE_TRANSFORMERS, reason="transformers not installed")
+def test_config_json_is_what_transformers_writes_without_runtime_switches(tmp_path):
+    from transformers import BertConfig as HFConfig
+    from transformers import BertModel as HFBert
+    HFBert(HFConfig(**TINY)).save_pretrained(tmp_path / "theirs")
+    theirs = json.loads((tmp_path / "theirs" / "config.json").read_text())
+    model = BertModel(BertConfig(**TINY), attn_implementation="sdpa", unpad=True)  # runtime switches on
+    model.save_pretrained(tmp_path / "ours")
+    ours = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert set(ours) <= set(theirs), f"keys transformers does not write: {sorted(set(ours) - set(theirs))}"
+    assert {k: theirs[k] for k in ours} == ours
+    loaded = BertModel.from_pretrained(tmp_path / "ours")  # the switches come back at their defaults
+    assert (loaded.attn_implementation, loaded.unpad) == ("manual", False)
+
+
+def test_bad_attn_implementation_is_a_clear_error(tmp_path, tiny_model):
+    d = write_checkpoint(tmp_path, tiny_model)
+    for build in (lambda: BertModel(BertConfig(**TINY), attn_implementation="flash"),
+                  lambda: BertModel.from_pretrained(d, attn_implementation="flash")):
+        with pytest.raises(ValueError, match="attn_implementation must be 'manual' .* or 'sdpa' .*'flash'"):
+            build()
+
+
 def test_unknown_local_path_is_not_sent_to_the_hub(tmp_path):
     with pytest.raises(CheckpointNotFound, match="does not exist"):
         resolve(str(tmp_path / "nope" / "model"))

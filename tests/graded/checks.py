@@ -24,13 +24,23 @@ def tiny(attn_implementation: str = "manual"):
     embeddings, attention (block of layer 0), layer (layer 0), last_hidden_state, pooler_output).
     The same fixture as tests/reference.py's tiny_reference, read without importing transformers."""
     torch.manual_seed(0)
-    config = BertConfig(**json.loads((FIXTURES / "tiny_config.json").read_text()),
-                        attn_implementation=attn_implementation)
+    config = BertConfig(**json.loads((FIXTURES / "tiny_config.json").read_text()))
     t = load_safetensors(FIXTURES / "tiny_reference.safetensors")
     part = {p: {k[len(p) + 1:]: v for k, v in t.items() if k.startswith(p + ".")} for p in ("weights", "inputs", "expected")}
     model = BertModel(config).eval()
     model.load_state_dict(hf_to_minbert(part["weights"], model))
+    if attn_implementation == "sdpa":  # the layers attend with PyTorch's kernel, not step 1's code
+        for layer in model.layers:
+            layer.attn.attention = torch_attention(layer.attn)
     return model, part["inputs"], part["expected"]
+
+
+def torch_attention(attn) -> Callable:
+    """A stand-in for SelfAttention.attention(q, k, v, mask): PyTorch's own scaled_dot_product_attention."""
+    def attention(q, k, v, mask):
+        p = attn.attn_dropout.p if attn.training else 0.0
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return attention
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:

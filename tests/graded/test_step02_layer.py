@@ -71,19 +71,3 @@ def test_layer_applies_dropout_only_in_training():
         "in training mode the layer gave the same output as in eval mode: apply self.dropout to the "
         "attention and feed-forward outputs before each residual sum")
 
-
-def test_layer_passes_the_unpadding_index_to_the_attention():
-    # The training scripts run the layers on the real tokens only, an (N, C) tensor (model.py,
-    # config.unpad); the layer must then hand `index` to self.attn so that it can rebuild (B, T).
-    model, inputs, expected = tiny("sdpa")
-    layer, real = model.layers[0], inputs["attention_mask"].bool()
-    index = real.reshape(-1).nonzero().squeeze(1)  # (N,) real tokens in the flattened (B*T) grid
-    mask = additive_mask(inputs["attention_mask"])  # (B, 1, 1, T)
-    with torch.no_grad():
-        try:
-            got = layer(expected["embeddings"][real], mask, index)  # (N, C)
-        except Exception as e:
-            raise AssertionError(f"BertLayer.forward(x, mask, index) failed on unpadded tokens ({type(e).__name__}: "
-                                 f"{e}). Pass index on to the attention: self.attn(x, mask, index)") from None
-    assert_close("layer 0 output on the real tokens of an unpadded batch", got, expected["layer"][real],
-                 "Pass index on to the attention: self.attn(x, mask, index).")
