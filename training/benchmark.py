@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -101,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_model(name: str, impl: str) -> BertModel:
     if name == "tiny":
         torch.manual_seed(0)
-        return BertModel(BertConfig(**TINY, attn_implementation=impl))
+        return BertModel(BertConfig(**TINY), attn_implementation=impl)
     return BertModel.from_pretrained(name, attn_implementation=impl)
 
 
@@ -116,8 +115,8 @@ def hf_copy(model: BertModel, attn_implementation: str) -> torch.nn.Module:
 
 
 def variant(base: BertModel, **changes) -> BertModel:
-    """A copy of base with some config fields changed (attention path, unpadding), same weights."""
-    m = BertModel(dataclasses.replace(base.config, **changes))
+    """A copy of base with other runtime switches (attention path, unpadding), same weights."""
+    m = BertModel(base.config, **(dict(attn_implementation=base.attn_implementation, unpad=base.unpad) | changes))
     m.load_state_dict(base.state_dict())
     return m
 

@@ -5,8 +5,6 @@ the ratio to transformers. Run through `python training/benchmark.py --sections 
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from minbert import BertConfig, BertModel
@@ -34,7 +32,7 @@ def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: i
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
-    base = BertModel(dataclasses.replace(cfg, attn_implementation="sdpa"))
+    base = BertModel(cfg, attn_implementation="sdpa")
     models = {"minbert-sdpa": base}
     if transformers is not None:
         models["transformers-sdpa"] = hf_copy(base, "sdpa")
