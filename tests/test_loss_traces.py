@@ -12,7 +12,7 @@ STORED = json.loads(FIXTURE.read_text())["cases"]
 # Where each recorded script lives now (the entry scripts were renamed in the refactor).
 SCRIPTS = {"training/run_multitask.py": "training/run_multitask.py",
            "training/run_classifier.py": "training/run_classifier.py",
-           "training/distill.py": "training/distill.py",
+           "training/distill.py": "training/run_distill.py",
            "training/run_gan.py": "training/run_gan.py"}
 
 

@@ -21,7 +21,7 @@ PRESETS = {
 
 # Options that may change between a run and its --resume; any other difference is refused.
 RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
-                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "_kill_at_step"}
+                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips"}
 
 
 def task_values(text: str, cast=float) -> dict[str, float]:
@@ -29,8 +29,8 @@ def task_values(text: str, cast=float) -> dict[str, float]:
     out = {}
     for part in filter(None, text.split(",")):
         name, sep, value = part.partition("=")
-        if not sep or name not in tasks.TASK_NAMES:
-            raise argparse.ArgumentTypeError(f"expected task=value with task in {tasks.TASK_NAMES}, got {part!r}")
+        if not sep or name not in list(tasks.TASKS):
+            raise argparse.ArgumentTypeError(f"expected task=value with task in {list(tasks.TASKS)}, got {part!r}")
         try:
             out[name] = cast(value)
         except ValueError:
@@ -47,7 +47,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--preset", choices=PRESETS, default="full",
                    help="quick: minutes, subsets; full: the best dev score on CPU")
     g.add_argument("--tasks", default="sst,quora,sts",
-                   help="comma-separated subset of sst,quora,sts (single-task runs)")
+                   help="comma-separated tasks of training/tasks.py's table, e.g. sst (single-task runs)")
     g.add_argument("--limit-train", type=int, help="use at most N training examples per task")
     g.add_argument("--train-fraction", type=float, default=1.0,
                    help="use this random fraction of each training set (keeps the tasks' proportions)")
@@ -109,16 +109,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--on-nonfinite", choices=["auto", "skip", "stop"], default="auto",
                    help="a NaN/Inf loss or gradient: skip the step, or stop (auto: skip with --amp bf16, else stop)")
     g.add_argument("--max-skips", type=int, default=20, help="with skipping: stop after this many skipped steps")
-    g.add_argument("--_kill-at-step", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL itself after this step
     return p
 
 
 def problems(args) -> list[str]:
     """What is wrong with the (preset-completed) options; empty when all is well."""
     out = []
-    bad = [t for t in args.tasks if t not in tasks.TASK_NAMES]
+    bad = [t for t in args.tasks if t not in list(tasks.TASKS)]
     if bad or not args.tasks:
-        out.append(f"--tasks: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+        out.append(f"--tasks: unknown task(s) {bad}; choose from {','.join(list(tasks.TASKS))}")
     if args.batch_size < 1 or any(b < 1 for b in args.task_batch_size.values()):
         out.append("batch sizes must be at least 1 (--batch-size, --task-batch-size)")
     for flag, value, ok, want in [
@@ -147,9 +146,9 @@ def problems(args) -> list[str]:
     if not (args.freeze in ("none", "encoder", "embeddings") or
             (args.freeze.startswith("lower:") and args.freeze[6:].isdigit())):
         out.append(f"--freeze {args.freeze!r}: expected none, encoder, embeddings or lower:N")
-    bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in tasks.TASK_NAMES]
+    bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in list(tasks.TASKS)]
     if bad:
-        out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+        out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(list(tasks.TASKS))}")
     out += device_problems(args.device)
     if args.amp == "bf16" and args.device == "cpu" and not cpu_has_bf16():
         out.append("--amp bf16 on CPU needs native bf16 matrix units (AVX512-BF16 or AMX), which this CPU lacks: "

@@ -24,23 +24,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data.batching import collate, encode_examples, to_device  # noqa: E402
-from data.datasets import load_task  # noqa: E402
-from heads.pooling import cls_pool, mean_pool  # noqa: E402
-from minbert import AdamW, BertModel, Tokenizer  # noqa: E402
-from training import plots, tasks  # noqa: E402
-from training.gan import Discriminator, Generator, collapse_ratios, gan_step, supervised_loss  # noqa: E402
-from training.optim import param_groups, warmup_linear  # noqa: E402
-from training.run_classifier import NUM_CLASSES, labelled_subset, sample  # noqa: E402
+from data.batching import collate, encode_examples, to_device
+from data.datasets import load_task
+from heads.pooling import cls_pool, mean_pool
+from minbert import AdamW, BertModel, Tokenizer
+from training import checkpointing, plots, tasks
+from training.gan import Discriminator, Generator, collapse_ratios, gan_losses, supervised_loss
+from training.loop import Loop, Player, fit
+from training.optim import param_groups, warmup_linear
+from training.splits import NUM_CLASSES, labelled_subset, sample
+from training.streams import TaskStream
 
 METHODS = ("plain", "gan", "acgan")
 FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
@@ -149,14 +148,6 @@ def load(args) -> dict:
     return env
 
 
-def endless(indices: list[int], batch_size: int, rng: np.random.Generator):
-    """Shuffled batches of indices, reshuffled after every pass."""
-    while True:
-        order = rng.permutation(indices)
-        for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size].tolist()
-
-
 def run_one(args, env: dict, method: str, fraction: float, seed: int, write_files: bool = False) -> dict:
     t0 = time.time()
     torch.manual_seed(seed)
@@ -179,39 +170,53 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01)
     g_opt = AdamW(G.parameters(), lr=args.head_lr)
     warm = int(args.warmup * args.steps)
-    scheds = [warmup_linear(o, warm, args.steps) for o in ([d_opt] if method == "plain" else [d_opt, g_opt])]
+    players = [Player(d_opt, warmup_linear(d_opt, warm, args.steps), d_params)]
+    if method != "plain":
+        players.append(Player(g_opt, warmup_linear(g_opt, warm, args.steps), [p for p in G.parameters()
+                                                                                if p.requires_grad]))
+    # Plain shuffled passes over the labelled and the unlabelled examples, both from one generator.
     rng = np.random.default_rng([seed, 7])
-    lab_stream = endless(labelled, args.batch_size, rng)
-    unl_stream = endless(unlabelled, args.unlabelled_batch_size, rng) if use_unlabelled else None
+
+    def stream(indices: list[int], batch_size: int) -> TaskStream:
+        def order(epoch: int) -> list[list[int]]:
+            perm = rng.permutation(indices).tolist()
+            return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+        return TaskStream(data["train"], batch_size, tok.pad_id, seed, order=order)
+
+    lab_stream = stream(labelled, args.batch_size)
+    unl_stream = stream(unlabelled, args.unlabelled_batch_size) if use_unlabelled else None
 
     def real_embeddings(idx):
         if cached is not None:
             return cached["train"][idx].to(args.device)
         return pool(encoder, collate([data["train"][i] for i in idx], tok.pad_id)["inputs"], args.pooling, args.device)
 
-    log, running = [], {}
-    for step in range(1, args.steps + 1):
-        li = next(lab_stream)
-        idx = li + (next(unl_stream) if unl_stream else [])
+    stats: dict = {}
+
+    def losses(_) -> dict:
+        li = lab_stream.next_indices()[0]
+        idx = li + (unl_stream.next_indices()[0] if unl_stream else [])
         h = real_embeddings(idx)  # (B, C)
         y = train_labels[idx].to(args.device)
         mask = torch.arange(len(idx), device=args.device) < len(li)  # (B,) True on the labelled rows
         if method == "plain":
-            loss = supervised_loss(D(h)[1], y, mask)
-            d_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.clip:
-                torch.nn.utils.clip_grad_norm_(d_params, args.clip)
-            d_opt.step()
-            stats = {"d_loss": loss.item()}
-        else:
-            fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
-            stats = gan_step(G, D, h, y, mask, d_params, d_opt, g_opt, fake_labels=fake_y, clip=args.clip)
-        for s in scheds:
-            s.step()
-        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in stats.items()}
+            return {"d_loss": supervised_loss(D(h)[1], y, mask)}
+        fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
+        d_loss, g_loss, step_stats = gan_losses(G, D, h, y, mask, fake_labels=fake_y)
+        stats.update(step_stats)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    log, running = [], {}
+
+    def on_step(step: int, values: dict) -> None:
+        nonlocal running
+        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in (stats or values).items()}
         if step % args.log_every == 0 or step == args.steps:
             log.append({"step": step, **{key: round(v, 4) for key, v in running.items()}})
+
+    fit(Loop(encoder or D, players, [(method, [(method, args.steps)], args.steps, "round_robin")], losses,
+             train_mode=lambda: None, on_step=on_step, seed=seed, clip=args.clip, log_every=args.log_every,
+             desc=f"{method} {fraction:g} seed {seed} "))
 
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()
@@ -308,8 +313,7 @@ def main(argv=None) -> dict:
                   **run_one(args, env, args.method, args.labelled, args.seed, write_files=True)}
     result["wall_seconds"] = round(time.time() - t0, 1)
     path = Path(args.json) if args.json else out_dir / ("sweep.json" if args.sweep else "result.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    checkpointing.atomic_write(path, json.dumps(result, indent=2))
     print(f"record in {path} ({result['wall_seconds']:.0f} s)")
     return result
 
