@@ -33,6 +33,7 @@ from heads.sentiment import POOLINGS, SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
 from minbert.safetensors import save_safetensors
 from training import checkpointing, freezing, tasks
+from training.options import add_shared
 from training.loop import Loop, Player, fit
 from training.multitask import eval_batches
 from training.optim import param_groups, warmup_linear
@@ -57,26 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("task and data")
     g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
-    g.add_argument("--data-dir",
-                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
     g.add_argument("--labelled-fraction", type=float, default=1.0,
                    help="train on a seeded random fraction of the training set, in (0, 1] (few-label baseline)")
-    g.add_argument("--limit-train", type=int,
-                   help="use a fixed random sample of N training examples (before --labelled-fraction)")
-    g.add_argument("--limit-eval", type=int,
-                   help="evaluate/predict a fixed random sample of N dev and test examples (partial files!)")
-    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
-    g.add_argument("--skip-bad-rows", action="store_true", help="skip malformed data rows instead of stopping")
+    add_shared(g, "--data-dir", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows", max_length=128)
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    add_shared(g, "--model", "--attn", "--unpad")
     g.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain",
                    help="pretrain: BERT frozen (eval mode, no dropout), only the head trains; finetune: all trains")
     g.add_argument("--pooling", choices=POOLINGS, default="cls",
                    help="sentence vector: [CLS], masked mean, or the pooler")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the linear layer (the course uses 0.3)")
-    g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
-    g.add_argument("--unpad", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the token-wise layers on the real tokens only (--no-unpad: the whole padded batch)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=5, help="passes over the (labelled) training set")
     g.add_argument("--steps", type=int,
@@ -85,14 +76,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise LR decay in finetune mode (1: off)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW decoupled weight decay (not on LayerNorm/bias)")
-    g.add_argument("--warmup", type=float, default=0.06,
-                   help="fraction of steps with linear warm-up (then linear decay)")
     g.add_argument("--batch-size", type=int, default=16, help="sentences per training batch")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    add_shared(g, "--warmup", "--clip")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=11711, help="model init, batch order and the labelled subset")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    add_shared(g, "--device", "--threads")
     g.add_argument("--out-dir", default="runs/classifier", help="checkpoint (model.safetensors) and the JSON record")
     g.add_argument("--predictions-dir", default="predictions", help="where {task}-{dev,test}-output.csv go")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json)")

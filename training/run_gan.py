@@ -38,6 +38,7 @@ from training import checkpointing, plots, tasks
 from training.gan import Discriminator, Generator, collapse_ratios, gan_losses, supervised_loss
 from training.loop import Loop, Player, fit
 from training.optim import param_groups, warmup_linear
+from training.options import add_shared
 from training.splits import NUM_CLASSES, labelled_subset, sample
 from training.streams import TaskStream
 
@@ -61,13 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="2-D projection (tsne needs scikit-learn)")
     g.add_argument("--plot-samples", type=int, default=1000, help="real and generated points in the embeddings plot")
     g = p.add_argument_group("data and model")
-    g.add_argument("--data-dir",
-                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
-    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
-    g.add_argument("--limit-train", type=int,
-                   help="use a fixed random sample of N training examples (labelled + unlabelled)")
-    g.add_argument("--limit-eval", type=int, help="evaluate/predict a fixed random sample of N dev and test examples")
-    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
+    add_shared(g, "--data-dir", "--model", "--limit-train", "--limit-eval", "--max-length", max_length=128)
     g.add_argument("--pooling", choices=["cls", "mean", "pooler"], default="mean",
                    help="real sentence embedding (mean: all-MiniLM-L6-v2 was trained on it; frozen [CLS] is weak)")
     g.add_argument("--freeze-encoder", action="store_true",
@@ -82,12 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gan/acgan: unlabelled examples per step (default: --batch-size)")
     g.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (GAN-BERT: 5e-5); unused when frozen")
     g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D and G")
-    g.add_argument("--warmup", type=float, default=0.1,
-                   help="fraction of steps with linear warm-up (then linear decay)")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping per player (0: off)")
+    add_shared(g, "--warmup", "--clip", warmup=0.1)  # --clip: per player
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, ...")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    add_shared(g, "--device", "--threads")
     g.add_argument("--log-every", type=int, default=100, help="steps between loss lines")
     g.add_argument("--out-dir", default="runs/gan", help="JSON records, plots, predictions of a single run")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json or OUT_DIR/sweep.json)")
