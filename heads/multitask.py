@@ -131,4 +131,7 @@ class MultitaskBert(nn.Module):
                 raise ValueError(f"{task} takes one (cross-encoder) or two (bi-encoder) batches, got {len(batches)}")
             predict = self.predict_paraphrase if task == "quora" else self.predict_similarity
             return predict(*batches)
+        if task in self.heads and len(batches) == 1:  # a head added through training/tasks.py: one sequence
+            out = self.encode(batches[0])
+            return self.heads[task](out["last_hidden_state"], self._mask(batches[0]), pooler_output=out["pooler_output"])
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

@@ -1,4 +1,4 @@
-"""Smoke test of training/benchmark.py: every section runs with tiny settings and the JSON record
+"""Smoke test of training/run_benchmark.py: every section runs with tiny settings and the JSON record
 has the documented structure. No timing assertions: speed is for the benchmark to report."""
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minbert import BertConfig
-from training import benchmark, benchmark_gpu
+from training import benchmark, benchmark_gpu, run_benchmark
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 TINY_ARGS = ["--model", "tiny", "--shapes", "8,sst-bucket,sst-random", "--reps", "2", "--warmup", "1",
@@ -23,7 +23,7 @@ def summary_ok(s: dict) -> bool:
 def record(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "bench.json"
     try:
-        rec = benchmark.main(TINY_ARGS + ["--json", str(path)])
+        rec = run_benchmark.main(TINY_ARGS + ["--json", str(path)])
     except FileNotFoundError as e:  # the embedded tokenizer is not installed
         pytest.skip(f"embedded checkpoint not installed: {e}")
     return rec, json.loads(path.read_text())
@@ -117,11 +117,11 @@ def test_peak_lookup_prefers_the_specific_name():
 
 def test_bad_section_is_rejected_with_its_name():
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--sections", "train,warp"])
+        run_benchmark.parse_args(["--sections", "train,warp"])
 
 
 def test_bi_encoder_epoch_pads_each_side():
-    rec = benchmark.main(TINY_ARGS + ["--sections", "epoch", "--pair-mode", "bi", "--tasks", "sts"])
+    rec = run_benchmark.main(TINY_ARGS + ["--sections", "epoch", "--pair-mode", "bi", "--tasks", "sts"])
     t = rec["epoch"]["tasks"]["sts"]
     assert t["pairs"] == "bi-encoder" and set(rec) == {"meta", "epoch", "targets"}
     assert t["schemes"]["fixed"]["computed_tokens"] == t["examples"] * 128 * 2
@@ -129,21 +129,21 @@ def test_bi_encoder_epoch_pads_each_side():
 
 def test_without_transformers_minbert_alone_and_says_so(monkeypatch):
     monkeypatch.setattr(benchmark, "transformers", None)
-    rec = benchmark.main(TINY_ARGS + ["--sections", "train", "--shapes", "8"])
+    rec = run_benchmark.main(TINY_ARGS + ["--sections", "train", "--shapes", "8"])
     assert set(rec["train"][0]["results"]) == {"minbert-manual", "minbert-sdpa", "minbert-sdpa-unpad"}
     assert rec["train"][0]["ratios"] == {} and rec["targets"] == []
     assert any("transformers is not installed" in n for n in rec["meta"]["notes"])
 
 
 def test_profile_prints_the_top_ops_per_contender(capsys):
-    benchmark.main(TINY_ARGS + ["--sections", "infer", "--shapes", "8", "--profile", "3"])
+    run_benchmark.main(TINY_ARGS + ["--sections", "infer", "--shapes", "8", "--profile", "3"])
     out = capsys.readouterr().out
     assert out.count("top 3 ops by self CPU time") == (5 if benchmark.transformers else 3)
     assert "Self CPU" in out
 
 
 def test_cpu_bf16_autocast_mode_runs_every_contender():
-    rec = benchmark.main(TINY_ARGS + ["--sections", "train,infer", "--shapes", "8", "--cpu-amp", "bf16"])
+    rec = run_benchmark.main(TINY_ARGS + ["--sections", "train,infer", "--shapes", "8", "--cpu-amp", "bf16"])
     assert rec["meta"]["cpu_amp"] == "bf16"
     for sec in ("train", "infer"):
         assert {"minbert-sdpa", "minbert-sdpa-unpad"} <= set(rec[sec][0]["results"])

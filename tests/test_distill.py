@@ -1,5 +1,5 @@
 """Born-Again distillation: the teacher-annealed targets and losses (training/distill_targets.py) against
-hand computation, and training/distill.py end to end on the fixture files with a tiny random BERT."""
+hand computation, and training/run_distill.py end to end on the fixture files with a tiny random BERT."""
 import json
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minbert.safetensors import load_safetensors
-from training import distill, tasks
+from training import options, run_distill, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -77,12 +77,12 @@ def test_soft_losses_match_hand_computation():
         distill_loss("sst", logits, target[:, :4])
 
 
-# ---------------------------------------------------------------------------- distill.py end to end
+# ---------------------------------------------------------------------------- run_distill.py end to end
 
 
 
 def distill_main(tmp_path, ckpt, *argv):
-    return distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none",
+    return run_distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none",
                          "--epochs", "1", "--batch-size", "2", "--threads", "1", "--lr", "1e-3",
                          "--teachers-dir", str(tmp_path / "teachers"), "--bam-dir", str(tmp_path / "bam")])
 
@@ -147,8 +147,28 @@ def test_teachers_trained_with_other_heads_are_refused(all_run, tiny_checkpoint)
 
 def test_bad_options_exit_with_a_clear_message(capsys):
     with pytest.raises(SystemExit):
-        distill.parse_args(["student", "--fixed-lambda", "2"])
+        run_distill.parse_args(["student", "--fixed-lambda", "2"])
     assert "--fixed-lambda" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        distill.parse_args(["all", "--pcgrad"])
+        run_distill.parse_args(["all", "--pcgrad"])
     assert "pcgrad" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not options.cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_amp_bf16_on_cpu_runs_the_matrix_products_in_bf16(tmp_path, tiny_checkpoint):
+    """--amp bf16 on a CPU with native bf16: the Linear layers of the training steps compute in bf16
+    (the old loop entered torch.autocast("cuda") whatever the device, so CPU steps ran in fp32)."""
+    seen = []
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            seen.append(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        run_distill.main(["teachers", "--tasks", "sst", "--model", str(tiny_checkpoint), "--data-dir", str(FIXTURE_DATA),
+                          "--preset", "quick", "--amp", "bf16", "--device", "cpu", "--epochs", "1", "--batch-size", "2",
+                          "--threads", "1", "--teachers-dir", str(tmp_path / "teachers"), "--bam-dir", str(tmp_path)])
+    finally:
+        handle.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen), f"Linear outputs in training: {sorted(set(seen), key=str)}"

@@ -1,9 +1,11 @@
 """Data-parallel training: 2 processes (torchrun, gloo on CPU) with per-rank batch 2 train the same
 model as 1 process with batch 4, to float rounding, PCGrad and uneven last batches included."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,12 +53,15 @@ MODE = ["--epochs", "4", "--dropout", "0", "--pcgrad", "--extra-epochs", "sst=2"
         "--sts-mode", "regressor", "--save-every", "2"]
 
 
+def torchrun_cmd(ckpt, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(SCRIPT),
+            *base_argv(ckpt, FIXTURE_DATA, out), *MODE, "--batch-size", "2", *extra]
+
+
 def torchrun(ckpt, out, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(SCRIPT),
-         *base_argv(ckpt, FIXTURE_DATA, out), *MODE, "--batch-size", "2", *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(torchrun_cmd(ckpt, out, *extra), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +101,15 @@ def test_two_process_gloo_run_matches_single_process_with_the_same_global_batch(
 
 def test_two_process_run_killed_and_resumed_still_matches(tmp_path, ckpt, single):
     out = tmp_path / "ddp"
-    p = torchrun(ckpt, out, "--_kill-at-step", "5")  # rank 0 and rank 1 both SIGKILL themselves
-    assert p.returncode != 0 and checkpointing.saved_step(out / "last") == 4
+    # SIGKILL torchrun and both ranks (their process group) from outside once step 4's checkpoint is in
+    p = subprocess.Popen(torchrun_cmd(ckpt, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    deadline = time.time() + 300
+    while (checkpointing.saved_step(out / "last") or 0) < 4 and p.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode != 0 and checkpointing.saved_step(out / "last") >= 4
     p = torchrun(ckpt, out, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert_same_weights(single, out)

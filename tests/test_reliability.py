@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reliability_cases import CASES, FIXTURE_DATA, SCRIPT, Env, base_argv, run_case, snapshot
-from training import checkpointing, run_multitask, tasks
+from training import checkpointing, run_multitask, splits, tasks
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_long_sentence_is_truncated_to_max_length(env):
     case = next(c for c in CASES if "10,000-word" in c.what)
     argv = base_argv(env.ckpt, FIXTURE_DATA, env.root / "long") + case.setup(env, env.root / "long")
     args = run_multitask.parse_args(argv)
-    encoded = run_multitask.load_split(args, Tokenizer.from_pretrained(env.ckpt), "sst", "train")
+    encoded = splits.load_split(args, Tokenizer.from_pretrained(env.ckpt), "sst", "train")
     assert max(example_lengths(encoded)) == args.max_length
 
 

@@ -74,16 +74,40 @@ def uninterrupted(ckpt, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("mode, kill", [("proportional", "between saves"), ("pcgrad", "right after a save")])
-def test_run_killed_with_sigkill_and_resumed_ends_bit_identical(tmp_path, ckpt, uninterrupted, mode, kill):
+def kill_after_save(p, out, step: int) -> int:
+    """SIGKILL the run from outside as soon as its checkpoint of `step` (or a later one) is committed."""
+    deadline = time.time() + 120
+    while (checkpointing.saved_step(out / "last") or 0) < step and p.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed: " + p.stderr.read()
+    return checkpointing.saved_step(out / "last")
+
+
+@pytest.mark.parametrize("mode", ["proportional", "pcgrad"])
+def test_run_killed_with_sigkill_and_resumed_ends_bit_identical(tmp_path, ckpt, uninterrupted, mode):
     reference, total = uninterrupted(mode)
-    step = 4 if kill == "right after a save" else random.Random(mode).choice(range(5, total, 2))  # saves: even steps
     out = tmp_path / "killed"
-    p = cli(*argv(ckpt, out, *MODES[mode], "--_kill-at-step", str(step)))
-    assert p.wait(timeout=120) == -signal.SIGKILL, p.stderr.read()
-    assert checkpointing.saved_step(out / "last") == step // 2 * 2
+    p = cli(*argv(ckpt, out, *MODES[mode]))
+    saved = kill_after_save(p, out, 4)
+    assert saved is not None and saved < total
     run_multitask.main(argv(ckpt, out, *MODES[mode], "--resume"))  # the same process as the reference
     assert_same(reference, outcome(out))
+
+
+def test_sigterm_stops_like_ctrl_c_with_a_whole_checkpoint_and_a_resume_hint(tmp_path, ckpt, uninterrupted):
+    out = tmp_path / "stopped"
+    p = cli(*argv(ckpt, out))
+    deadline = time.time() + 120
+    while not checkpointing.exists(out / "last") and p.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 130
+    err = p.stderr.read()
+    assert "interrupted; to continue, run the same command with --resume" in err, err
+    checkpointing.load(out / "last")  # whole: it loads
+    run_multitask.main(argv(ckpt, out, "--resume"))
+    assert_same(uninterrupted("proportional")[0], outcome(out))
 
 
 def test_external_sigkill_at_a_random_moment_then_resume(tmp_path, ckpt, uninterrupted):

@@ -1,7 +1,7 @@
-"""GPU mode of training/benchmark.py: bert-base shape, bf16 autocast + TF32 + fused AdamW (+ compile).
+"""GPU mode of the benchmark: bert-base shape, bf16 autocast + TF32 + fused AdamW (+ compile).
 
 Reports sequences/s, model FLOPs utilisation against the device's dense bf16 peak, peak memory, and
-the ratio to transformers. Run through `python training/benchmark.py --sections gpu [--compile]`.
+the ratio to transformers. Run through `python training/run_benchmark.py --sections gpu [--compile]`.
 """
 from __future__ import annotations
 

@@ -42,13 +42,15 @@ class TrainingStateError(ValueError):
     """A training checkpoint is missing, incomplete, corrupt, or does not fit this run."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` by `text` all at once: readers (and a crash) see the old file or the new one."""
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Replace `path` by `data` all at once: readers (and a crash) see the old file or the new one.
+    The one way every file of a run is written (checkpoint state, best/, predictions, records)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -89,7 +91,7 @@ def save(directory: str | os.PathLike, tensors: dict[str, dict[str, torch.Tensor
         files[group] = f"{group}-{tag}.safetensors"
         save_safetensors({k: v.detach().cpu() for k, v in group_tensors.items()}, d / files[group])
         sizes[group] = (d / files[group]).stat().st_size
-    atomic_write_text(d / STATE, json.dumps({"format": FORMAT, "files": files, "sizes": sizes, **state}))
+    atomic_write(d / STATE, json.dumps({"format": FORMAT, "files": files, "sizes": sizes, **state}))
     for f in [*d.glob("*.safetensors"), *d.glob(".*.tmp")]:  # the previous checkpoint, leftovers of a crashed save
         if f.name not in files.values():
             f.unlink(missing_ok=True)

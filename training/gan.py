@@ -27,6 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.loop import Player, backward
+from training.loop import clip as clip_norms
+
 
 class Generator(nn.Module):
     """noise (B, noise_dim) [+ class labels (B,)] -> fake sentence embeddings (B, hidden_size).
@@ -133,52 +136,44 @@ def generator_loss(fake_logits: torch.Tensor, real_features: torch.Tensor, fake_
     # END SOLUTION
 
 
-def _set_grads(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool) -> None:
-    """p.grad = d loss / d p for exactly these params (nothing else accumulates a gradient)."""
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    for p, g in zip(params, grads):
-        p.grad = g  # None (unused, e.g. the pooler under [CLS] pooling): the optimizer skips p
-
-
-def gan_step(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
-             d_params: list[torch.Tensor], d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer | None,
-             fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, clip: float = 0.0,
-             update_d: bool = True, update_g: bool = True) -> dict[str, float]:
-    """One GAN-BERT / AC-GAN-BERT step: B fakes for B real rows, one D pass over [real; fake].
-
-    h_real (B, C): real embeddings, still attached to the encoder's graph when the encoder trains.
-    d_params: D's parameters plus the trainable encoder parameters (what d_opt steps). d_loss moves
-    only d_params, g_loss only G's parameters. update_d / update_g switch either update off (the
-    forward pass and the random draws stay the same). fake_labels: AC-GAN class per fake (B,).
-    """
-    if update_g and g_opt is None:
-        raise ValueError("update_g=True needs the generator's optimizer g_opt")
+def gan_losses(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
+               fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """One GAN-BERT / AC-GAN-BERT forward: B fakes for B real rows, one D pass over [real; fake].
+    Returns (d_loss, g_loss, stats). h_real (B, C): real embeddings, still attached to the encoder's
+    graph when the encoder trains. fake_labels: AC-GAN class per fake (B,)."""
     B = h_real.shape[0]
     z = G.sample_noise(B, h_real.device) if noise is None else noise  # (B, noise_dim)
     fake = G(z, fake_labels)  # (B, C)
     features, logits = D(torch.cat([h_real, fake.to(h_real.dtype)], dim=0))  # (2B, width), (2B, k + 1)
     d_loss = discriminator_loss(logits[:B], logits[B:], labels, labelled, fake_labels)
     g_loss = generator_loss(logits[B:], features[:B], features[B:], fake_labels)
-    g_params = [p for p in G.parameters() if p.requires_grad]
-    d_opt.zero_grad(set_to_none=True)
-    if g_opt is not None:
-        g_opt.zero_grad(set_to_none=True)
-    # Both gradients first, then both steps: stepping D in place before G's backward would change
-    # the weights G's graph still needs (and G would be judged by a D it never faced).
-    if update_d:
-        _set_grads(d_loss, d_params, retain_graph=update_g)
-    if update_g:
-        _set_grads(g_loss, g_params, retain_graph=False)
-    for on, params, opt in ((update_d, d_params, d_opt), (update_g, g_params, g_opt)):
-        if on:
-            if clip:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
     with torch.no_grad():
         acc = (logits[:B][labelled, :-1].argmax(-1) == labels[labelled]).float().mean() if labelled.any() else None
         p_fake = torch.softmax(logits.float(), dim=-1)[:, -1]  # (2B,)
-    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
-            "p_fake_fake": p_fake[B:].mean().item(), **({"train_acc": acc.item()} if acc is not None else {})}
+    return d_loss, g_loss, {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
+                            "p_fake_fake": p_fake[B:].mean().item(), **({"train_acc": acc.item()} if acc is not None else {})}
+
+
+def gan_step(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
+             d_params: list[torch.Tensor], d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer | None,
+             fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, clip: float = 0.0,
+             update_d: bool = True, update_g: bool = True) -> dict[str, float]:
+    """gan_losses, then each loss's gradient with respect to its own player's parameters only, then
+    both steps: the step of training/loop.py (where run_gan.py takes it), usable on its own.
+    d_params: D's parameters plus the trainable encoder parameters (what d_opt steps). update_d /
+    update_g switch either update off (the forward pass and the random draws stay the same)."""
+    if update_g and g_opt is None:
+        raise ValueError("update_g=True needs the generator's optimizer g_opt")
+    d_loss, g_loss, stats = gan_losses(G, D, h_real, labels, labelled, fake_labels, noise)
+    on = [(d_loss, Player(d_opt, None, d_params))] if update_d else []
+    on += [(g_loss, Player(g_opt, None, [p for p in G.parameters() if p.requires_grad]))] if update_g else []
+    backward([loss for loss, _ in on], [player for _, player in on], isolate=True)
+    clip_norms([player for _, player in on], clip)
+    for _, player in on:
+        player.opt.step()
+        player.opt.zero_grad(set_to_none=True)
+    return stats
 
 
 def spread(x: torch.Tensor) -> float:

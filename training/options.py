@@ -21,7 +21,7 @@ PRESETS = {
 
 # Options that may change between a run and its --resume; any other difference is refused.
 RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
-                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "_kill_at_step"}
+                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips"}
 
 
 def task_values(text: str, cast=float) -> dict[str, float]:
@@ -29,8 +29,8 @@ def task_values(text: str, cast=float) -> dict[str, float]:
     out = {}
     for part in filter(None, text.split(",")):
         name, sep, value = part.partition("=")
-        if not sep or name not in tasks.TASK_NAMES:
-            raise argparse.ArgumentTypeError(f"expected task=value with task in {tasks.TASK_NAMES}, got {part!r}")
+        if not sep or name not in list(tasks.TASKS):
+            raise argparse.ArgumentTypeError(f"expected task=value with task in {list(tasks.TASKS)}, got {part!r}")
         try:
             out[name] = cast(value)
         except ValueError:
@@ -38,24 +38,44 @@ def task_values(text: str, cast=float) -> dict[str, float]:
     return out
 
 
+# Options several commands share (run_multitask, run_classifier, run_gan), each defined once.
+SHARED = {
+    "--data-dir": dict(help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)"),
+    "--model": dict(default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name"),
+    "--limit-train": dict(type=int, help="use a fixed random sample of at most N training examples (per task)"),
+    "--limit-eval": dict(type=int, help="evaluate/predict a fixed random sample of at most N examples per split "
+                                        "(partial files!)"),
+    "--max-length": dict(type=int, help="truncate sequences to this many tokens"),
+    "--skip-bad-rows": dict(action="store_true", help="skip and count malformed data rows instead of stopping"),
+    "--attn": dict(choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)"),
+    "--unpad": dict(action=argparse.BooleanOptionalAction, default=True,
+                    help="run the token-wise layers on the real tokens only (same values on real tokens, no "
+                         "compute on padding); --no-unpad computes the whole padded batch, as transformers does"),
+    "--warmup": dict(type=float, default=0.06, help="fraction of steps with linear LR warm-up (then linear decay)"),
+    "--clip": dict(type=float, default=1.0, help="gradient norm clipping (0: off)"),
+    "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..."),
+    "--threads": dict(type=int, default=0, help="CPU threads for torch (0: torch's default)"),
+}
+
+
+def add_shared(group, *flags: str, **defaults) -> None:
+    """Add SHARED options by flag; defaults (e.g. max_length=128) replace their defaults."""
+    for flag in flags:
+        key = flag[2:].replace("-", "_")
+        group.add_argument(flag, **{**SHARED[flag], **({"default": defaults[key]} if key in defaults else {})})
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")
-    g.add_argument("--data-dir",
-                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
-    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    add_shared(g, "--data-dir", "--model")
     g.add_argument("--preset", choices=PRESETS, default="full",
                    help="quick: minutes, subsets; full: the best dev score on CPU")
     g.add_argument("--tasks", default="sst,quora,sts",
-                   help="comma-separated subset of sst,quora,sts (single-task runs)")
-    g.add_argument("--limit-train", type=int, help="use at most N training examples per task")
+                   help="comma-separated tasks of training/tasks.py's table, e.g. sst (single-task runs)")
     g.add_argument("--train-fraction", type=float, default=1.0,
                    help="use this random fraction of each training set (keeps the tasks' proportions)")
-    g.add_argument("--limit-eval", type=int,
-                   help="evaluate/predict at most N examples per task and split (partial files!)")
-    g.add_argument("--max-length", type=int, help="truncate sequences to this many tokens")
-    g.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip and count malformed data rows instead of stopping")
+    add_shared(g, "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows")
     g = p.add_argument_group("heads")
     g.add_argument("--pair-mode", choices=["cross", "bi"], default="cross",
                    help="quora: cross-encoder on [CLS] a [SEP] b [SEP], or bi-encoder on [u;v;|u-v|;u*v]")
@@ -64,17 +84,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "trained for; best in docs/RESULTS.md), cross-encoder, or feature regressor")
     g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
-    g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
-    g.add_argument("--unpad", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the token-wise layers on the real tokens only (same values on real tokens, no "
-                        "compute on padding); --no-unpad computes the whole padded batch, as transformers does")
+    add_shared(g, "--attn", "--unpad")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
     g.add_argument("--lr", type=float, help="peak learning rate of the top layer and the heads")
     g.add_argument("--layer-decay", type=float, help="layer-wise LR decay: layer l gets lr * decay^(L-l)")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled decay (not on LayerNorm/bias)")
-    g.add_argument("--warmup", type=float, default=0.06, help="fraction of steps with linear LR warm-up")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    add_shared(g, "--warmup", "--clip")
     g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun)")
     g.add_argument("--task-batch-size", type=lambda s: task_values(s, int), default={}, help="per task, e.g. quora=64")
     g.add_argument("--loss-weights", type=task_values, default={}, help="per task loss weights, e.g. sts=2")
@@ -89,12 +105,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="none | encoder (the course's 'pretrain' option) | embeddings | lower:N")
     g.add_argument("--freeze-head", default="", help="comma-separated task heads to keep fixed")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    add_shared(g, "--device", "--threads")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
                    help="bf16 autocast (weights and optimizer stay fp32): on CUDA, or on a CPU with native bf16 "
                         "(AVX512-BF16/AMX), where training steps were 2.2-2.4x faster than fp32 (docs/PERFORMANCE.md); auto (the presets): bf16 where "
                         "the device has it natively, else none")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
     g.add_argument("--time-budget", type=float,
                    help="stop training after this many minutes (then evaluate and predict)")
@@ -109,16 +124,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--on-nonfinite", choices=["auto", "skip", "stop"], default="auto",
                    help="a NaN/Inf loss or gradient: skip the step, or stop (auto: skip with --amp bf16, else stop)")
     g.add_argument("--max-skips", type=int, default=20, help="with skipping: stop after this many skipped steps")
-    g.add_argument("--_kill-at-step", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL itself after this step
     return p
 
 
 def problems(args) -> list[str]:
     """What is wrong with the (preset-completed) options; empty when all is well."""
     out = []
-    bad = [t for t in args.tasks if t not in tasks.TASK_NAMES]
+    bad = [t for t in args.tasks if t not in list(tasks.TASKS)]
     if bad or not args.tasks:
-        out.append(f"--tasks: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+        out.append(f"--tasks: unknown task(s) {bad}; choose from {','.join(list(tasks.TASKS))}")
     if args.batch_size < 1 or any(b < 1 for b in args.task_batch_size.values()):
         out.append("batch sizes must be at least 1 (--batch-size, --task-batch-size)")
     for flag, value, ok, want in [
@@ -147,9 +161,9 @@ def problems(args) -> list[str]:
     if not (args.freeze in ("none", "encoder", "embeddings") or
             (args.freeze.startswith("lower:") and args.freeze[6:].isdigit())):
         out.append(f"--freeze {args.freeze!r}: expected none, encoder, embeddings or lower:N")
-    bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in tasks.TASK_NAMES]
+    bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in list(tasks.TASKS)]
     if bad:
-        out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(tasks.TASK_NAMES)}")
+        out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(list(tasks.TASKS))}")
     out += device_problems(args.device)
     if args.amp == "bf16" and args.device == "cpu" and not cpu_has_bf16():
         out.append("--amp bf16 on CPU needs native bf16 matrix units (AVX512-BF16 or AMX), which this CPU lacks: "

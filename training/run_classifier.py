@@ -12,55 +12,35 @@ that run_multitask.py writes its sst files under the same names: give each its o
 and a JSON record (options, dev accuracy per epoch, wall time) to --json.
 
 --labelled-fraction keeps a seeded random fraction of the training set (nested: the 1% examples are
-among the 2% ones for the same seed). run_gan.py draws its labelled examples with the same function,
-so this is the plain fine-tuned baseline of the GAN-BERT sweep.
+among the 2% ones for the same seed). run_gan.py draws its labelled examples with the same function
+(training/splits.py), so this is the plain fine-tuned baseline of the GAN-BERT sweep.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import numpy as np
+import torch
+import torch.nn as nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from data.batching import encode_examples, to_device
+from data.datasets import load_task
+from heads.sentiment import POOLINGS, SentimentHead
+from minbert import AdamW, BertModel, Tokenizer
+from minbert.safetensors import save_safetensors
+from training import checkpointing, freezing, tasks
+from training.options import add_shared
+from training.loop import Loop, Player, fit
+from training.multitask import eval_batches
+from training.optim import param_groups, warmup_linear
+from training.splits import NUM_CLASSES, labelled_subset, sample
+from training.streams import TaskStream
 
-from data.batching import encode_examples, to_device  # noqa: E402
-from data.datasets import load_task  # noqa: E402
-from heads.sentiment import POOLINGS, SentimentHead  # noqa: E402
-from minbert import AdamW, BertModel, Tokenizer  # noqa: E402
-from minbert.safetensors import save_safetensors  # noqa: E402
-from training import freezing, tasks  # noqa: E402
-from training.optim import param_groups, warmup_linear  # noqa: E402
-from training.run_multitask import batches  # noqa: E402
-
-NUM_CLASSES = {"sst": 5, "cfimdb": 2}
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # a frozen encoder leaves only a linear layer to fit
-
-
-def labelled_subset(n: int, fraction: float, seed: int) -> list[int]:
-    """Sorted indices of a seeded random fraction (at least one example) of n training examples.
-    Nested across fractions: one permutation per seed, of which the first ceil(fraction * n) are kept."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    order = np.random.default_rng([seed, 424242]).permutation(n)  # own stream: independent of model init
-    return sorted(order[:max(1, math.ceil(fraction * n))].tolist())
-
-
-def sample(examples: list, limit: int | None) -> list:
-    """At most `limit` examples, a fixed random sample kept in file order (the same for every --seed).
-    Not the first N: the SST files are sorted by sentiment, so their first rows are mostly positive."""
-    if not limit or limit >= len(examples):
-        return list(examples)
-    keep = np.random.default_rng(0).permutation(len(examples))[:limit]
-    return [examples[i] for i in sorted(keep)]
 
 
 class SentimentClassifier(nn.Module):
@@ -74,32 +54,20 @@ class SentimentClassifier(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.encoder(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
         return self.head(out["last_hidden_state"], inputs["attention_mask"], pooler_output=out["pooler_output"])
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("task and data")
     g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
-    g.add_argument("--data-dir",
-                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
     g.add_argument("--labelled-fraction", type=float, default=1.0,
                    help="train on a seeded random fraction of the training set, in (0, 1] (few-label baseline)")
-    g.add_argument("--limit-train", type=int,
-                   help="use a fixed random sample of N training examples (before --labelled-fraction)")
-    g.add_argument("--limit-eval", type=int,
-                   help="evaluate/predict a fixed random sample of N dev and test examples (partial files!)")
-    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
-    g.add_argument("--skip-bad-rows", action="store_true", help="skip malformed data rows instead of stopping")
+    add_shared(g, "--data-dir", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows", max_length=128)
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
+    add_shared(g, "--model", "--attn", "--unpad")
     g.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain",
                    help="pretrain: BERT frozen (eval mode, no dropout), only the head trains; finetune: all trains")
     g.add_argument("--pooling", choices=POOLINGS, default="cls",
                    help="sentence vector: [CLS], masked mean, or the pooler")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the linear layer (the course uses 0.3)")
-    g.add_argument("--attn", choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)")
-    g.add_argument("--unpad", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the token-wise layers on the real tokens only (--no-unpad: the whole padded batch)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=5, help="passes over the (labelled) training set")
     g.add_argument("--steps", type=int,
@@ -108,14 +76,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise LR decay in finetune mode (1: off)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW decoupled weight decay (not on LayerNorm/bias)")
-    g.add_argument("--warmup", type=float, default=0.06,
-                   help="fraction of steps with linear warm-up (then linear decay)")
     g.add_argument("--batch-size", type=int, default=16, help="sentences per training batch")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    add_shared(g, "--warmup", "--clip")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=11711, help="model init, batch order and the labelled subset")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    add_shared(g, "--device", "--threads")
     g.add_argument("--out-dir", default="runs/classifier", help="checkpoint (model.safetensors) and the JSON record")
     g.add_argument("--predictions-dir", default="predictions", help="where {task}-{dev,test}-output.csv go")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json)")
@@ -132,19 +97,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
 def predict(model: nn.Module, encoded: list[dict], pad_id: int, device) -> tuple[list, np.ndarray, np.ndarray | None]:
     """(ids, predicted classes, gold labels or None) over encoded examples, in eval mode."""
     was_training = model.training
     model.eval()
-    ids, preds, labels = [], [], []
-    for b in batches(encoded, 128, pad_id, shuffle=False, seed=0):
-        preds.append(model(to_device(b["inputs"], device)).argmax(dim=-1).cpu().numpy())
-        ids += b["ids"]
-        if b["labels"] is not None:
-            labels.append(b["labels"].numpy())
+    ids, out, labels = tasks.outputs(model, eval_batches(encoded, pad_id), device)
     model.train(was_training)
-    return ids, np.concatenate(preds), np.concatenate(labels) if labels else None
+    return ids, tasks.predictions("sst", out), labels  # argmax, as for sst
 
 
 def main(argv=None) -> dict:
@@ -176,60 +135,48 @@ def main(argv=None) -> dict:
                              weight_decay=args.weight_decay), lr=args.lr)
     n_batches = math.ceil(len(data["train"]) / args.batch_size)
     total = args.steps or args.epochs * n_batches
-    sched = warmup_linear(opt, int(args.warmup * total), total)
+    player = Player(opt, warmup_linear(opt, int(args.warmup * total), total), list(model.parameters()))
     print(f"{len(data['train'])} of {n_all} training examples labelled; {freezing.count_trainable(model):,} "
           f"trainable parameters; {total} steps of batch {args.batch_size}")
+    stream = TaskStream(data["train"], args.batch_size, tok.pad_id, args.seed)
 
     def train_mode():
         model.train()
         if args.mode == "pretrain":
             model.encoder.eval()  # frozen features: no dropout noise inside BERT, only in the head
 
-    best, best_state, history, step, epoch = -1.0, None, [], 0, 0
-    while step < total:
-        train_mode()
-        bar = tqdm(batches(data["train"], args.batch_size, tok.pad_id, True, args.seed, epoch),
-                   total=min(n_batches, total - step), desc=f"epoch {epoch + 1}", dynamic_ncols=True)
-        for b in bar:
-            b = to_device(b, args.device)
-            loss = F.cross_entropy(model(b["inputs"]).float(), b["labels"])
-            loss.backward()
-            if args.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step == total:
-                break
-        epoch += 1
-        _, preds, labels = predict(model, data["dev"], tok.pad_id, args.device)
-        acc = float((preds == labels).mean())
-        history.append({"epoch": epoch, "step": step, "dev_acc": acc, "seconds": round(time.time() - t0, 1)})
-        print(f"  epoch {epoch}: dev accuracy {acc:.4f}")
-        if acc > best:
-            best = acc
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def losses(_) -> dict:
+        batch, _ = next(stream)
+        b = to_device(batch, args.device)
+        return {"loss": tasks.TASKS["sst"].loss(model(b["inputs"]), b["labels"])}  # cross-entropy
 
-    model.load_state_dict(best_state)
+    def score() -> tuple[float, dict]:
+        _, preds, labels = predict(model, data["dev"], tok.pad_id, args.device)
+        acc = tasks.accuracy(preds, labels)
+        print(f"  dev accuracy {acc:.4f}")
+        return acc, {"dev_acc": acc}
+
+    phases = [(args.task, [(args.task, n_batches)], min(n_batches, total - s), "round_robin")
+              for s in range(0, total, n_batches)]
+    result = fit(Loop(model, [player], phases, losses, score, train_mode=train_mode, seed=args.seed, clip=args.clip,
+                      log_every=1, smoothing=0.0))  # keeps the best epoch's weights in memory and loads them
+
     for split in ("dev", "test"):
         ids, preds, _ = predict(model, data[split], tok.pad_id, args.device)
         path = Path(args.predictions_dir) / f"{args.task}-{split}-output.csv"
         tasks.write_predictions(path, "sst", ids, preds)  # same format: `id \t Predicted_Sentiment`, ints
     if not args.no_save:
-        save_safetensors({k: v.cpu() for k, v in best_state.items()}, out_dir / "model.safetensors",
+        save_safetensors({k: v.cpu() for k, v in model.state_dict().items()}, out_dir / "model.safetensors",
                          metadata={"base_model": str(args.model), "task": args.task})
-    record = {"script": "run_classifier", "options": vars(args), "dev_acc": best, "history": history,
-              "train_examples": len(data["train"]), "train_pool": n_all, "steps": step,
-              "wall_seconds": round(time.time() - t0, 1)}
+    record = {"script": "run_classifier", "options": vars(args), "dev_acc": result["best"],
+              "history": result["history"], "train_examples": len(data["train"]), "train_pool": n_all,
+              "steps": result["step"], "wall_seconds": round(time.time() - t0, 1)}
     json_path = Path(args.json) if args.json else out_dir / "result.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(record, indent=2))
+    checkpointing.atomic_write(json_path, json.dumps(record, indent=2))
     if args.limit_eval:
         print(f"note: --limit-eval {args.limit_eval}: the prediction files cover only part of each split")
-    print(f"best dev accuracy {best:.4f} ({args.task}, {args.mode}); predictions in {args.predictions_dir}/, "
-          f"record in {json_path}")
+    print(f"best dev accuracy {result['best']:.4f} ({args.task}, {args.mode}); predictions in "
+          f"{args.predictions_dir}/, record in {json_path}")
     return record
 
 

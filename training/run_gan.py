@@ -24,23 +24,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data.batching import collate, encode_examples, to_device  # noqa: E402
-from data.datasets import load_task  # noqa: E402
-from heads.pooling import cls_pool, mean_pool  # noqa: E402
-from minbert import AdamW, BertModel, Tokenizer  # noqa: E402
-from training import plots, tasks  # noqa: E402
-from training.gan import Discriminator, Generator, collapse_ratios, gan_step, supervised_loss  # noqa: E402
-from training.optim import param_groups, warmup_linear  # noqa: E402
-from training.run_classifier import NUM_CLASSES, labelled_subset, sample  # noqa: E402
+from data.batching import collate, encode_examples, to_device
+from data.datasets import load_task
+from heads.pooling import cls_pool, mean_pool
+from minbert import AdamW, BertModel, Tokenizer
+from training import checkpointing, plots, tasks
+from training.gan import Discriminator, Generator, collapse_ratios, gan_losses, supervised_loss
+from training.loop import Loop, Player, fit
+from training.optim import param_groups, warmup_linear
+from training.options import add_shared
+from training.splits import NUM_CLASSES, labelled_subset, sample
+from training.streams import TaskStream
 
 METHODS = ("plain", "gan", "acgan")
 FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
@@ -62,13 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="2-D projection (tsne needs scikit-learn)")
     g.add_argument("--plot-samples", type=int, default=1000, help="real and generated points in the embeddings plot")
     g = p.add_argument_group("data and model")
-    g.add_argument("--data-dir",
-                   help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)")
-    g.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name")
-    g.add_argument("--limit-train", type=int,
-                   help="use a fixed random sample of N training examples (labelled + unlabelled)")
-    g.add_argument("--limit-eval", type=int, help="evaluate/predict a fixed random sample of N dev and test examples")
-    g.add_argument("--max-length", type=int, default=128, help="truncate sentences to this many tokens")
+    add_shared(g, "--data-dir", "--model", "--limit-train", "--limit-eval", "--max-length", max_length=128)
     g.add_argument("--pooling", choices=["cls", "mean", "pooler"], default="mean",
                    help="real sentence embedding (mean: all-MiniLM-L6-v2 was trained on it; frozen [CLS] is weak)")
     g.add_argument("--freeze-encoder", action="store_true",
@@ -83,12 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gan/acgan: unlabelled examples per step (default: --batch-size)")
     g.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (GAN-BERT: 5e-5); unused when frozen")
     g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D and G")
-    g.add_argument("--warmup", type=float, default=0.1,
-                   help="fraction of steps with linear warm-up (then linear decay)")
-    g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping per player (0: off)")
+    add_shared(g, "--warmup", "--clip", warmup=0.1)  # --clip: per player
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, ...")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    add_shared(g, "--device", "--threads")
     g.add_argument("--log-every", type=int, default=100, help="steps between loss lines")
     g.add_argument("--out-dir", default="runs/gan", help="JSON records, plots, predictions of a single run")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json or OUT_DIR/sweep.json)")
@@ -149,14 +140,6 @@ def load(args) -> dict:
     return env
 
 
-def endless(indices: list[int], batch_size: int, rng: np.random.Generator):
-    """Shuffled batches of indices, reshuffled after every pass."""
-    while True:
-        order = rng.permutation(indices)
-        for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size].tolist()
-
-
 def run_one(args, env: dict, method: str, fraction: float, seed: int, write_files: bool = False) -> dict:
     t0 = time.time()
     torch.manual_seed(seed)
@@ -179,39 +162,53 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01)
     g_opt = AdamW(G.parameters(), lr=args.head_lr)
     warm = int(args.warmup * args.steps)
-    scheds = [warmup_linear(o, warm, args.steps) for o in ([d_opt] if method == "plain" else [d_opt, g_opt])]
+    players = [Player(d_opt, warmup_linear(d_opt, warm, args.steps), d_params)]
+    if method != "plain":
+        players.append(Player(g_opt, warmup_linear(g_opt, warm, args.steps), [p for p in G.parameters()
+                                                                                if p.requires_grad]))
+    # Plain shuffled passes over the labelled and the unlabelled examples, both from one generator.
     rng = np.random.default_rng([seed, 7])
-    lab_stream = endless(labelled, args.batch_size, rng)
-    unl_stream = endless(unlabelled, args.unlabelled_batch_size, rng) if use_unlabelled else None
+
+    def stream(indices: list[int], batch_size: int) -> TaskStream:
+        def order(epoch: int) -> list[list[int]]:
+            perm = rng.permutation(indices).tolist()
+            return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+        return TaskStream(data["train"], batch_size, tok.pad_id, seed, order=order)
+
+    lab_stream = stream(labelled, args.batch_size)
+    unl_stream = stream(unlabelled, args.unlabelled_batch_size) if use_unlabelled else None
 
     def real_embeddings(idx):
         if cached is not None:
             return cached["train"][idx].to(args.device)
         return pool(encoder, collate([data["train"][i] for i in idx], tok.pad_id)["inputs"], args.pooling, args.device)
 
-    log, running = [], {}
-    for step in range(1, args.steps + 1):
-        li = next(lab_stream)
-        idx = li + (next(unl_stream) if unl_stream else [])
+    stats: dict = {}
+
+    def losses(_) -> dict:
+        li = lab_stream.next_indices()[0]
+        idx = li + (unl_stream.next_indices()[0] if unl_stream else [])
         h = real_embeddings(idx)  # (B, C)
         y = train_labels[idx].to(args.device)
         mask = torch.arange(len(idx), device=args.device) < len(li)  # (B,) True on the labelled rows
         if method == "plain":
-            loss = supervised_loss(D(h)[1], y, mask)
-            d_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.clip:
-                torch.nn.utils.clip_grad_norm_(d_params, args.clip)
-            d_opt.step()
-            stats = {"d_loss": loss.item()}
-        else:
-            fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
-            stats = gan_step(G, D, h, y, mask, d_params, d_opt, g_opt, fake_labels=fake_y, clip=args.clip)
-        for s in scheds:
-            s.step()
-        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in stats.items()}
+            return {"d_loss": supervised_loss(D(h)[1], y, mask)}
+        fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
+        d_loss, g_loss, step_stats = gan_losses(G, D, h, y, mask, fake_labels=fake_y)
+        stats.update(step_stats)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    log, running = [], {}
+
+    def on_step(step: int, values: dict) -> None:
+        nonlocal running
+        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in (stats or values).items()}
         if step % args.log_every == 0 or step == args.steps:
             log.append({"step": step, **{key: round(v, 4) for key, v in running.items()}})
+
+    fit(Loop(encoder or D, players, [(method, [(method, args.steps)], args.steps, "round_robin")], losses,
+             train_mode=lambda: None, on_step=on_step, seed=seed, clip=args.clip, log_every=args.log_every,
+             desc=f"{method} {fraction:g} seed {seed} "))
 
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()
@@ -308,8 +305,7 @@ def main(argv=None) -> dict:
                   **run_one(args, env, args.method, args.labelled, args.seed, write_files=True)}
     result["wall_seconds"] = round(time.time() - t0, 1)
     path = Path(args.json) if args.json else out_dir / ("sweep.json" if args.sweep else "result.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    checkpointing.atomic_write(path, json.dumps(result, indent=2))
     print(f"record in {path} ({result['wall_seconds']:.0f} s)")
     return result
 

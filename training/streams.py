@@ -22,17 +22,25 @@ a task loss is a mean over the local examples, and DDP *averages* gradients over
 each rank's mean by its weight makes the average the mean over the global batch. A rank left empty
 trains on one example with weight 0: it still runs forward and backward, as the collective
 all-reduce requires, but contributes nothing.
+
+This is the one endless batch iterator of training/: the classifier, distillation and GAN-BERT
+(whose plain shuffled passes come from `order`) draw their batches from it too.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from data.batching import BucketBatchSampler, collate, example_lengths
 
 
 class TaskStream:
-    """stream = TaskStream(encoded_train, batch_size=32, pad_id=0, seed=1); batch, weight = next(stream)"""
+    """stream = TaskStream(encoded_train, batch_size=32, pad_id=0, seed=1); batch, weight = next(stream)
+
+    order: epoch -> that epoch's batches of example indices, instead of the bucketed order (it is
+    called when the epoch starts, so it may draw from a random generator of its own)."""
 
     def __init__(self, encoded: list[dict], batch_size: int, pad_id: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, order: Callable[[int], list[list[int]]] | None = None):
         if not encoded:
             raise ValueError("a task stream needs at least one training example")
         if not (0 <= rank < world_size):
@@ -40,12 +48,14 @@ class TaskStream:
         self.encoded, self.lengths = encoded, example_lengths(encoded)
         self.global_batch_size = batch_size * world_size
         self.pad_id, self.seed, self.rank, self.world_size = pad_id, seed, rank, world_size
-        self.epoch, self.index = 0, 0
+        self.epoch, self.index, self.order = 0, 0, order
         self._order: list[list[int]] | None = None  # the global batches of self.epoch
 
     def global_batches(self) -> list[list[int]]:
         """Example indices of every global batch of the current epoch, in training order."""
-        if self._order is None:
+        if self._order is None and self.order is not None:
+            self._order = self.order(self.epoch)
+        elif self._order is None:
             sampler = BucketBatchSampler(self.lengths, self.global_batch_size, shuffle=True, seed=self.seed)
             sampler.set_epoch(self.epoch)
             self._order = list(sampler)

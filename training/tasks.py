@@ -1,8 +1,13 @@
-"""The three tasks of the multitask model: their losses, predictions, metrics and output files.
+"""The task table: every task the multitask model trains, defined once.
 
-  sst   SST-5 sentiment, 5 classes            cross-entropy            accuracy
-  quora Quora question pairs, paraphrase 0/1  binary cross-entropy     accuracy
-  sts   STS-B similarity, a score in [0, 5]   mean squared error       Pearson correlation
+  task   data (data/datasets.py)   encoding                   head output   loss       metric
+  sst    ids-sst-*, 5 classes      one sentence               logits (B, 5)  CE         accuracy
+  quora  quora-*, paraphrase 0/1   pair: --pair-mode cross|bi  logit (B,)     BCE        accuracy
+  sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE        Pearson
+
+Everything else (loading, encoding, training, evaluation, the prediction files, distillation)
+iterates over TASKS. Adding a task means one entry here and, if MultitaskBert does not build its
+head, a `head` factory (tests/test_task_table.py adds one that way).
 
 The course's overall score averages the three, mapping Pearson from [-1, 1] to [0, 1]:
     overall = (sst_acc + quora_acc + (sts_pearson + 1) / 2) / 3
@@ -10,26 +15,30 @@ The course's overall score averages the three, mapping Pearson from [-1, 1] to [
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-TASK_NAMES = ("sst", "quora", "sts")
-# Course file names and column headers of the prediction files (Similiary sic, as in the course).
-OUTPUT = {"sst": ("sst", "Predicted_Sentiment"), "quora": ("para", "Predicted_Is_Paraphrase"),
-          "sts": ("sts", "Predicted_Similiary")}
+from data.batching import to_device
+from training.checkpointing import atomic_write
 
 
-def forward(model, task: str, batch: dict) -> torch.Tensor:
-    """Raw output of a task's head: logits (B, 5) for sst, a logit (B,) for quora, a score (B,) for sts."""
-    if task == "sst":
-        return model.predict_sentiment(batch["inputs"])
-    fn = model.predict_paraphrase if task == "quora" else model.predict_similarity
-    if "inputs" in batch:  # cross-encoder: one [CLS] a [SEP] b [SEP] sequence
-        return fn(batch["inputs"])
-    return fn(batch["inputs1"], batch["inputs2"])
+@dataclass(frozen=True)
+class Task:
+    data: str  # the data set in data.datasets.TASKS: its files and columns
+    pair: bool  # sentence pairs (quora, sts) or single sentences
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
+    predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> the prediction written to the file
+    metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> dev score
+    teacher: Callable[[torch.Tensor], torch.Tensor]  # head output -> distillation target (training/distill.py)
+    output: tuple[str, str, str]  # course prediction file prefix, its column header, value format
+    cross_option: str | None = None  # the option whose value "cross" makes pairs one [CLS] a [SEP] b [SEP]
+    head: Callable[[int, object], nn.Module] | None = None  # (hidden size, options) -> head, if MultitaskBert lacks it
 
 
 def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -42,65 +51,72 @@ def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torc
     # END SOLUTION
 
 
-def loss(model, task: str, batch: dict) -> torch.Tensor:
-    return loss_from_output(task, forward(model, task, batch), batch["labels"])
-
-
-def predictions(task: str, out: torch.Tensor) -> torch.Tensor:
-    """Head output -> the course's prediction: a class, 0/1, or a clipped score."""
-    if task == "sst":
-        return out.argmax(dim=-1)
-    if task == "quora":
-        return (out > 0).long()  # sigmoid(logit) > 0.5
-    return out.clamp(0.0, 5.0)
-
-
-def metric(task: str, preds: np.ndarray, labels: np.ndarray) -> float:
-    if task == "sts":
-        if len(preds) < 2 or np.std(preds) == 0 or np.std(labels) == 0:
-            return 0.0  # Pearson is undefined for a constant prediction; count it as no correlation
-        return float(np.corrcoef(preds, labels)[0, 1])
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     return float((preds == labels).mean())
 
 
-def overall(scores: dict[str, float]) -> float:
-    """The course's overall score; defined only when all three tasks were evaluated."""
+def pearson(preds: np.ndarray, labels: np.ndarray) -> float:
+    if len(preds) < 2 or np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0  # Pearson is undefined for a constant prediction; count it as no correlation
+    return float(np.corrcoef(preds, labels)[0, 1])
+
+
+# Column headers as in the course (Similiary sic).
+TASKS: dict[str, Task] = {
+    "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
+                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}")),
+    "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
+                  lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
+                  accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode"),
+    "sts": Task("sts", True, lambda out, y: loss_from_output("sts", out, y), lambda out: out.clamp(0.0, 5.0),
+                pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode"),
+}
+COURSE_TASKS = ("sst", "quora", "sts")
+
+
+def overall(scores: dict[str, float]) -> float | None:
+    """The course's overall score; None unless all three course tasks were evaluated."""
+    if not all(t in scores for t in COURSE_TASKS):
+        return None
     return (scores["sst"] + scores["quora"] + (scores["sts"] + 1) / 2) / 3
 
 
+def is_cross(task: str, options) -> bool:
+    option = TASKS[task].cross_option
+    return option is not None and getattr(options, option) == "cross"
+
+
+def inputs(batch: dict) -> list[dict]:
+    """The model inputs of a collated batch: one (single sentence, cross-encoder pair) or two (bi-encoder)."""
+    return [batch["inputs"]] if "inputs" in batch else [batch["inputs1"], batch["inputs2"]]
+
+
 @torch.no_grad()
-def predict(model, task: str, batches, device, autocast=None, progress=None) -> tuple[list, np.ndarray, np.ndarray | None]:
-    """Run a task over collated batches: (ids, predictions, labels or None)."""
-    from data.batching import to_device
-    was_training = model.training
-    model.eval()
-    ids, preds, labels = [], [], []
-    for batch in (progress(batches) if progress else batches):
-        b = to_device(batch, device)
+def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=None) -> tuple[list, np.ndarray,
+                                                                                           np.ndarray | None]:
+    """Run forward(*inputs) over collated batches in eval mode: (ids, float32 outputs, labels or None).
+    forward: e.g. lambda *x: model("sst", *x). The caller puts the model in eval mode."""
+    ids, outs, labels = [], [], []
+    for batch in batches:
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            out = forward(model, task, b)
-        preds.append(predictions(task, out).float().cpu().numpy())
+            out = forward(*inputs(to_device(batch, device)))
+        outs.append(out.float().cpu().numpy())
         ids += batch["ids"]
         if batch["labels"] is not None:
             labels.append(batch["labels"].numpy())
-    model.train(was_training)
-    return ids, np.concatenate(preds) if preds else np.zeros(0), np.concatenate(labels) if labels else None
+    return ids, np.concatenate(outs) if outs else np.zeros(0), np.concatenate(labels) if labels else None
+
+
+def predictions(task: str, out: np.ndarray) -> np.ndarray:
+    return TASKS[task].predict(torch.from_numpy(out)).numpy()
 
 
 def write_predictions(path: str | os.PathLike, task: str, ids: list, preds: np.ndarray) -> None:
-    """The course's format: a header `id \\t Predicted_X`, then `id , prediction` per line.
-    Written to a temp file and renamed, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = OUTPUT[task][1]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"id \t {header} \n")
-        for i, p in zip(ids, preds):
-            value = f"{p:.4f}" if task == "sts" else f"{int(p)}"
-            f.write(f"{i} , {value} \n")
-    os.replace(tmp, path)
+    """The course's format: a header `id \\t Predicted_X`, then `id , prediction` per line."""
+    prefix, header, fmt = TASKS[task].output
+    cast = int if fmt == "{:d}" else float
+    atomic_write(path, f"id \t {header} \n" + "".join(f"{i} , {fmt.format(cast(p))} \n" for i, p in zip(ids, preds)))
 
 
 def prediction_file(out_dir: str | os.PathLike, task: str, split: str) -> Path:
-    return Path(out_dir) / f"{OUTPUT[task][0]}-{split}-output.csv"
+    return Path(out_dir) / f"{TASKS[task].output[0]}-{split}-output.csv"

@@ -1,6 +1,6 @@
 """Print a Markdown table of finished run_multitask.py runs, from their out-dirs.
 
-    python training/summarize_runs.py runs/ablation-*      # one row per run directory
+    python training/run_summarize.py runs/ablation-*      # one row per run directory
 
 Each row comes from the run's own files: the best dev scores in best/options.json, the wall time
 in log.jsonl. Nothing is typed in by hand, so a table in docs/ can be regenerated from the runs.

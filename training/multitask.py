@@ -1,0 +1,159 @@
+"""The multitask model's pieces that run_multitask.py and run_distill.py share: reading the
+checkpoint, building the model with a head per task of the table, the optimizer, the step plan,
+the per-task losses, dev scores and the course's prediction files."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+
+import numpy as np
+import torch
+
+from data.batching import BucketBatchSampler, collate, example_lengths, to_device
+from data.datasets import DataError, all_files, find_data_dir, task_file
+from heads.multitask import MultitaskBert
+from minbert import AdamW, BertModel, CheckpointError, Tokenizer
+from training import freezing, tasks
+from training.distributed import World
+from training.loop import Player
+from training.optim import param_groups, warmup_linear
+from training.splits import load_split
+from training.streams import TaskStream
+
+
+def load_checkpoint(args) -> tuple[Tokenizer, BertModel]:
+    try:
+        encoder = BertModel.from_pretrained(args.model, attn_implementation=args.attn, unpad=args.unpad)
+    except ValueError as e:  # config errors (e.g. model_type 'roberta') do not say which checkpoint
+        raise e if str(args.model) in str(e) else CheckpointError(f"{args.model}/config.json: {e}") from None
+    try:
+        tok = Tokenizer.from_pretrained(args.model)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; copy the vocab.txt (or tokenizer.json) of the checkpoint this model came "
+                                "from into that folder") from None
+    except Exception as e:  # tokenizers (Rust) raises plain Exceptions, json errors do not name the file
+        raise CheckpointError(f"{args.model}: cannot read the tokenizer ({type(e).__name__}: {e}); restore the "
+                              "checkpoint's tokenizer.json / tokenizer_config.json, or delete tokenizer.json to fall "
+                              "back to vocab.txt") from None
+    if tok.vocab_size > encoder.config.vocab_size:
+        raise CheckpointError(
+            f"{args.model}: the tokenizer has {tok.vocab_size} tokens but the model's embedding table has only "
+            f"{encoder.config.vocab_size} rows, so token ids {encoder.config.vocab_size} and up would index past "
+            "it. Use the tokenizer files (vocab.txt, tokenizer.json) that belong to this checkpoint")
+    return tok, encoder
+
+
+def build_model(args, encoder: BertModel) -> MultitaskBert:
+    """MultitaskBert on `encoder`, with a head for every task of args.tasks, on args.device."""
+    model = MultitaskBert(encoder, sentiment_pooling=args.sentiment_pooling, pair_mode=args.pair_mode,
+                          sts_mode=args.sts_mode, dropout=args.dropout)
+    for t in args.tasks:  # a task of the table whose head MultitaskBert does not build
+        if t not in model.heads:
+            model.heads[t] = tasks.TASKS[t].head(encoder.config.hidden_size, args)
+    return model.to(args.device)
+
+
+def build(args, world: World = World()) -> argparse.Namespace:
+    """Seeds, model, data, optimizer, schedule, data streams and the step plan of a run (nothing written)."""
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok, encoder = load_checkpoint(args)
+    model = build_model(args, encoder)
+    data = {t: {s: load_split(args, tok, t, s) for s in ("train", "dev", "test")} for t in args.tasks}
+    root = find_data_dir(args.data_dir, required=all_files([tasks.TASKS[t].data for t in args.tasks]))
+    for t in args.tasks:
+        for s in ("train", "dev"):
+            if not data[t][s]:
+                raise DataError(f"{root / task_file(tasks.TASKS[t].data, s)}: no {s} examples left (empty file, "
+                                f"--skip-bad-rows dropped every row, or --limit-{'train' if s == 'train' else 'eval'} "
+                                f"0); {t} needs some")
+    if args.freeze == "encoder":
+        freezing.freeze_encoder(model.encoder)
+    elif args.freeze == "embeddings":
+        freezing.freeze_embeddings(model.encoder)
+    elif args.freeze.startswith("lower:"):
+        freezing.freeze_lower_layers(model.encoder, int(args.freeze.split(":")[1]))
+    for t in filter(None, args.freeze_head.split(",")):
+        freezing.freeze_module(model.heads[t])
+    opt = AdamW(param_groups(model.encoder, {t: model.heads[t] for t in args.tasks}, lr=args.lr,
+                             layer_decay=args.layer_decay, weight_decay=args.weight_decay), lr=args.lr)
+    bs = {t: args.task_batch_size.get(t, args.batch_size) for t in args.tasks}
+    # With R processes a step trains on one global batch of R * batch_size examples (streams.py).
+    n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size)) for t in args.tasks}
+    # PCGrad steps see one batch of every task: fewer steps for the same number of examples.
+    steps_per_epoch = sum(n_batches.values()) // (len(args.tasks) if args.pcgrad else 1)
+    phases = [("multitask", list(n_batches.items()), steps_per_epoch, args.schedule)] * args.epochs
+    phases += [(f"extra-{t}", [(t, n_batches[t])], n_batches[t], "round_robin")
+               for t, e in args.extra_epochs.items() for _ in range(e)]
+    total_steps = sum(p[2] for p in phases)
+    if total_steps == 0:
+        raise ValueError("nothing to train: --epochs 0 and no --extra-epochs; train for at least one epoch")
+    player = Player(opt, warmup_linear(opt, int(args.warmup * total_steps), total_steps),
+                    [p for p in model.parameters() if p.requires_grad])
+    streams = {t: TaskStream(data[t]["train"], bs[t], tok.pad_id, args.seed, world.rank, world.world_size)
+               for t in args.tasks}
+    pcgrad_gen = torch.Generator().manual_seed(args.seed)
+    if world.rank:  # dropout: the same heads on every rank (seeded alike above), different masks
+        torch.manual_seed(args.seed + world.rank)
+    pcgrad = None
+    if args.pcgrad:
+        pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad],
+                  [[p for p in model.heads[t].parameters() if p.requires_grad] for t in args.tasks], pcgrad_gen)
+    return argparse.Namespace(tok=tok, model=model, data=data, player=player, streams=streams, phases=phases,
+                              n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen)
+
+
+def autocast(args):
+    """The bf16 autocast context of --amp bf16 on this device type, or None."""
+    device_type = torch.device(args.device).type
+    return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.amp == "bf16" else None
+
+
+def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
+    """The head output of one task batch. net: the model or its DDP wrapper (which must see forward())."""
+    amp = autocast(args)
+    with amp() if amp else contextlib.nullcontext():
+        return net(task, *tasks.inputs(to_device(batch, args.device)))
+
+
+def eval_batches(encoded: list[dict], pad_id: int):
+    sampler = BucketBatchSampler(example_lengths(encoded), 128, shuffle=False, seed=0)
+    return (collate([encoded[i] for i in idx], pad_id) for idx in sampler)  # padded lazily, batch by batch
+
+
+def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:
+    """({task: score, "overall"}, {task: (ids, predictions)}) of every task on a split, in eval mode."""
+    scores, outputs = {}, {}
+    was_training = model.training
+    model.eval()
+    for t in args.tasks:
+        ids, out, labels = tasks.outputs(lambda *x, t=t: model(t, *x), eval_batches(data[t][split], pad_id),
+                                         args.device, autocast(args))
+        outputs[t] = (ids, tasks.predictions(t, out))
+        if labels is not None:
+            scores[t] = tasks.TASKS[t].metric(outputs[t][1], labels)
+    model.train(was_training)
+    if tasks.overall(scores) is not None:
+        scores["overall"] = tasks.overall(scores)
+    return scores, outputs
+
+
+def best_key(scores: dict, task_names: list[str]) -> float:
+    """What keeps the best epoch: the overall score, or the mean over the trained tasks."""
+    return scores.get("overall", float(np.mean([scores[t] for t in task_names])))
+
+
+def write_predictions(model, data, args, pad_id, predictions_dir) -> dict:
+    """The course's prediction files of dev and test from the model as it is; returns the dev scores."""
+    final = {}
+    for split in ("dev", "test"):
+        scores, outputs = evaluate(model, data, args, pad_id, split)
+        final = scores if split == "dev" else final
+        for t, (ids, preds) in outputs.items():
+            tasks.write_predictions(tasks.prediction_file(predictions_dir, t, split), t, ids, preds)
+    return final

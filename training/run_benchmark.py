@@ -1,0 +1,173 @@
+"""How fast is minbert? Side by side with transformers' BertModel, in one process.
+
+    python training/run_benchmark.py                          # CPU sections, 2 threads (several minutes)
+    python training/run_benchmark.py --json bench.json        # also write the JSON record
+    python training/run_benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
+    python training/run_benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
+
+Sections (--sections):
+  train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
+         the embedded all-MiniLM-L6-v2): minbert manual / sdpa / sdpa-unpad (padded tokens skipped
+         in the token-wise layers) vs transformers eager / sdpa
+  infer  the same five models in eval mode under no_grad (sentence encoding)
+  epoch  one training epoch of each task: real tokens vs tokens computed (exact), and wall time
+         (sampled, extrapolated) with our length-bucketed batches, the course's plain random
+         batches padded to the batch maximum, and padding to a fixed --max-length (128); the
+         bucket and random batches also with minbert's unpadding (bucket+unpad, random+unpad)
+  gpu    bert-base shape, bf16 autocast + TF32 + fused AdamW (+ --compile): seq/s, MFU, memory
+
+Fairness: the contenders share the weights (checked: their outputs agree), the batch, the thread
+count and the optimizer (torch.optim.AdamW, fused); repetitions run in A B C D D C B A ... order
+so that drift (other processes, clocks) hits all of them alike; we report median and min-max.
+Without transformers installed only minbert is measured, and the output says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minbert import BertConfig, Tokenizer
+from training import benchmark
+from training.benchmark import cpu_batches, check_same_outputs, contenders, epoch_section, load_model, model_section
+from training.benchmark_gpu import gpu_bench, print_gpu
+
+PAIRS, GOALS = benchmark.PAIRS, benchmark.GOALS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="train,infer,epoch,gpu", help="comma list of train, infer, epoch, gpu")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="checkpoint name or dir, or 'tiny' "
+                   "(2 layers, random weights, the real vocabulary: smoke tests)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, the same for every contender")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shapes", default="sst-bucket,sst-random,128", help="train/infer batches: sst-bucket "
+                   "(the median-length batch of a bucketed SST epoch), sst-random (the same for plain "
+                   "random batches), or an int T (random ids, T tokens each, no padding)")
+    p.add_argument("--cpu-amp", choices=["none", "bf16"], default="none", help="train/infer/epoch: run every "
+                   "contender under CPU bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions per contender")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions per contender first")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="train/infer: also print the N ops with the most self CPU time, per contender")
+    p.add_argument("--data-dir", default=None, help="CS224N files (default $MINBERT_DATA_DIR, ../shared/data)")
+    p.add_argument("--tasks", default="sst,quora,sts", help="tasks of the epoch section")
+    p.add_argument("--max-length", type=int, default=128, help="truncation, and the fixed padding length")
+    p.add_argument("--pair-mode", choices=["cross", "bi"], default="cross", help="epoch: quora/sts pairs "
+                   "as one [CLS] a [SEP] b [SEP] sequence (cross, the training default) or two sequences")
+    p.add_argument("--epoch-batches", type=int, default=8,
+                   help="epoch: batches timed per scheme; the epoch's wall time is extrapolated from them")
+    p.add_argument("--gpu-batch-size", type=int, default=128)
+    p.add_argument("--gpu-seq-len", type=int, default=128)
+    p.add_argument("--gpu-steps", type=int, default=10, help="training steps per timed GPU repetition")
+    p.add_argument("--compile", action="store_true", help="gpu: torch.compile every contender")
+    p.add_argument("--peak-tflops", type=float, default=None, help="gpu: the device's bf16 peak, for MFU")
+    p.add_argument("--json", default=None, help="write the full record to this path")
+    args = p.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    if set(args.sections) - {"train", "infer", "epoch", "gpu"}:
+        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu")
+    for name in ("threads", "batch_size", "reps", "epoch_batches", "gpu_batch_size", "gpu_seq_len", "gpu_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+# ----------------------------------------------------------------------------- report
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n== {title} ==\n{'shape':11s} {'B':>3s} {'T':>4s} {'pad':>4s}  {'contender':19s} {'seq/s':>8s} "
+          f"{'median ms':>10s} {'min-max ms':>15s} {'cpu ms':>8s}  vs transformers")
+    for row in rows:
+        for n, s in row["results"].items():
+            ratio = row["ratios"].get(f"{n}/{PAIRS.get(n)}")
+            print(f"{row['shape']:11s} {row['B']:3d} {row['T']:4d} {row['padding']:4.0%}  {n:19s} "
+                  f"{s['seq_per_s']:8.1f} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:7.1f}-{s['max_s'] * 1e3:<7.1f} "
+                  f"{s['cpu_median_s'] * 1e3:8.1f}  " + (f"{ratio:.3f}x {PAIRS[n].split('-')[1]}" if ratio else ""))
+
+
+def print_epoch(ep: dict) -> None:
+    print(f"\n== one training epoch, batch {ep['batch_size']}: {ep['wall_time_note']} ==\n"
+          f"(computed = the padded (B, T) grid; linear = tokens through the Linear layers)\n"
+          f"{'task':6s} {'pairs':13s} {'scheme':12s} {'batches':>7s} {'real tok':>10s} {'computed':>10s} "
+          f"{'comp/real':>9s} {'linear/real':>11s} {'epoch s (est)':>13s}")
+    for task, t in ep["tasks"].items():
+        for scheme, r in t["schemes"].items():
+            print(f"{task:6s} {t['pairs']:13s} {scheme:12s} {r['batches']:7d} {r['real_tokens']:10d} "
+                  f"{r['computed_tokens']:10d} {r['computed_over_real']:9.3f} {r['linear_over_real']:11.3f} "
+                  f"{r['epoch_s_est']:13.1f}")
+
+
+def check_targets(rec: dict) -> list[dict]:
+    """The goals of the performance issue, checked against this run's numbers."""
+    out = [{"what": f"{sec} {row['shape']} {k}", "value": v, "goal": f">= {GOALS[k]}", "met": v >= GOALS[k]}
+           for sec in ("train", "infer") for row in rec.get(sec, []) for k, v in row["ratios"].items()]
+    for task, t in rec.get("epoch", {}).get("tasks", {}).items():
+        v = t["schemes"]["bucket"]["computed_over_real"]
+        out.append({"what": f"epoch {task} bucket computed/real tokens", "value": v, "goal": "<= 1.05", "met": v <= 1.05})
+    for n, s in rec.get("gpu", {}).get("results", {}).items():
+        if n == "minbert-sdpa" and s["mfu"] is not None:
+            out.append({"what": "gpu minbert-sdpa MFU", "value": s["mfu"], "goal": ">= 0.45", "met": s["mfu"] >= 0.45})
+    for k, v in rec.get("gpu", {}).get("ratios", {}).items():
+        out.append({"what": f"gpu {k}", "value": v, "goal": ">= 1.2", "met": v >= 1.2})
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    notes = [] if benchmark.transformers else ["transformers is not installed: minbert alone, no ratios"]
+    rec = {"meta": {"argv": sys.argv[1:] if argv is None else list(argv), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "torch": torch.__version__, "transformers": getattr(benchmark.transformers, "__version__", None),
+                    "python": platform.python_version(), "platform": platform.platform(),
+                    "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "model": args.model,
+                    "batch_size": args.batch_size, "reps": args.reps, "warmup": args.warmup,
+                    "cpu_amp": args.cpu_amp,
+                    "optimizer": "torch.optim.AdamW(fused=True), the same for every contender",
+                    "loss": "mean of last_hidden_state squared", "notes": notes}}
+    print(f"minbert benchmark: torch {torch.__version__}, transformers {rec['meta']['transformers']}, "
+          f"{args.threads} threads, model {args.model}, batch {args.batch_size}, CPU autocast {args.cpu_amp}, "
+          f"median of {args.reps} interleaved reps after {args.warmup} warm-up")
+    tok = Tokenizer.from_pretrained()
+    if {"train", "infer", "epoch"} & set(args.sections):
+        models = contenders(load_model(args.model, "manual"))
+        batches = cpu_batches(args, tok, models["minbert-manual"].config.vocab_size, notes)
+        if batches and benchmark.transformers is not None:
+            rec["meta"]["max_abs_diff_vs_minbert_manual"] = check_same_outputs(models, next(iter(batches.values())))
+        for sec, title in (("train", "training step: forward + backward + AdamW (CPU)"),
+                           ("infer", "inference: eval + no_grad (CPU)")):
+            if sec in args.sections:
+                rec[sec] = model_section(sec, models, batches, args)
+                print_rows(title, rec[sec])
+        if "epoch" in args.sections:
+            rec["epoch"] = epoch_section(args, tok, models["minbert-sdpa"], notes)
+            print_epoch(rec["epoch"])
+    if "gpu" in args.sections:
+        if torch.cuda.is_available():
+            rec["gpu"] = gpu_bench(BertConfig(), torch.device("cuda"), args.gpu_batch_size, args.gpu_seq_len,
+                                   args.reps, args.gpu_steps, args.compile, args.peak_tflops, args.warmup)
+            print_gpu(rec["gpu"])
+        else:
+            rec["gpu"] = {"skipped": "no CUDA device"}
+            print("\n== GPU: skipped, no CUDA device ==")
+    rec["targets"] = check_targets(rec)
+    print("\n== targets ==" if rec["targets"] else "")
+    for t in rec["targets"]:
+        print(f"{'met ' if t['met'] else 'MISS'}  {t['what']}: {t['value']:.3f} (goal {t['goal']})")
+    for n in notes:
+        print(f"note: {n}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec, indent=1))
+        print(f"wrote {args.json}")
+    return rec
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Born-Again multi-task distillation with teacher annealing (Clark et al. 2019, "BAM!").
+
+    python training/run_distill.py all --preset quick            # every step below, one JSON record
+    python training/run_distill.py teachers --preset quick       # step 1 only
+    python training/run_distill.py student --preset quick        # step 2, annealed (needs step 1)
+    python training/run_distill.py student --fixed-lambda 0      # step 2, pure distillation (ablation)
+    python training/run_distill.py --help
+
+Step 1 (`teachers`): one single-task model per task (same architecture and options as the student;
+only that task's head trains), saved to TEACHERS_DIR/{task}/model.safetensors, and their outputs on
+the training sets (sst: probabilities (N, 5); quora: P(paraphrase) (N,); sts: score (N,)) keyed by
+example id in TEACHERS_DIR/teacher_outputs.json. Existing teachers are reused (--retrain-teachers
+to train them again); outputs are recomputed when the training set has ids they lack.
+Step 2 (`student`): one multitask model trained on target = lambda * gold + (1 - lambda) * teacher
+(training/distill_targets.py), lambda rising linearly from 0 to 1 over the training steps, or fixed
+with --fixed-lambda. Tasks are sampled ~ |D|^0.75 per step and the encoder gets layer-wise LR decay
+(--schedule proportional --alpha 0.75 --layer-decay, the run_multitask.py defaults).
+`all`: step 1, then the students of --variants: multi (gold labels only, lambda = 1: the multitask
+baseline without distillation), annealed (Single->Multi), and fixed lambdas such as 0 and 0.5.
+Every run uses the same loop, seed, batches and task order, so only the targets differ.
+
+All other options are run_multitask.py's (see `python training/run_multitask.py --help`): --model,
+--data-dir, --preset, --epochs, --lr, --layer-decay, --batch-size, --limit-train, --limit-eval,
+--pair-mode, --sts-mode, --schedule, --alpha, --seed, --threads, --time-budget, ... (not --pcgrad,
+--extra-epochs or --freeze). --time-budget stops a run early: lambda then never reaches 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from training import checkpointing, options
+from training.distill import teachers, train
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    """(distillation options, run_multitask options)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["teachers", "student", "all"], help="step 1, step 2, or both with every variant")
+    p.add_argument("--teachers-dir", default="runs/bam/teachers", help="teacher checkpoints and teacher_outputs.json")
+    p.add_argument("--retrain-teachers", action="store_true", help="train the teachers even if checkpoints exist")
+    p.add_argument("--fixed-lambda", type=float, help="student: constant gold weight lambda instead of the 0 -> 1 ramp")
+    p.add_argument("--variants", default="multi,annealed,0,0.5",
+                   help="all: students to train: multi (lambda 1), annealed, or numbers (fixed lambdas)")
+    p.add_argument("--bam-dir", default="runs/bam", help="student runs (checkpoint, predictions) and the JSON record")
+    p.add_argument("--json", help="JSON record (default: BAM_DIR/all.json, teachers.json, student-<variant>.json)")
+    own, rest = p.parse_known_args(argv)
+    margs = options.parse_args(rest)
+    if margs.pcgrad or margs.extra_epochs or margs.freeze != "none":
+        p.error("the distillation loop supports neither --pcgrad, --extra-epochs nor --freeze")
+    if own.fixed_lambda is not None and not 0 <= own.fixed_lambda <= 1:
+        p.error(f"--fixed-lambda must be in [0, 1], got {own.fixed_lambda}")
+    try:
+        own.variants = [v if v in ("multi", "annealed") else float(v) for v in own.variants.split(",") if v]
+    except ValueError:
+        p.error(f"--variants: expected multi, annealed or numbers in [0, 1], got {own.variants!r}")
+    return own, margs
+
+
+def main(argv=None) -> dict:
+    own, margs = parse_args(argv)
+    t0 = time.time()
+    record = {"script": "distill", "command": own.command, "options": {**vars(own), **vars(margs)}}
+    step1 = teachers(own, margs)  # `student` reuses the stored teachers (trains them if missing)
+    record["single"] = step1["single"]
+    if own.command == "all":
+        variants = own.variants
+    elif own.command == "student":
+        variants = ["annealed" if own.fixed_lambda is None else own.fixed_lambda]
+    else:
+        variants = []
+    for v in variants:
+        name = v if isinstance(v, str) else f"lambda={v:g}"
+        lam = 1.0 if v == "multi" else v
+        print(f"step 2: student {name} ...")
+        result = train(margs, margs.tasks, lam, step1["outputs"], Path(own.bam_dir) / name.replace("=", "_"))
+        record[name] = result["dev"]
+        record.setdefault("history", {})[name] = result["history"]
+    record["wall_seconds"] = round(time.time() - t0, 1)
+    names = ["single"] + [v if isinstance(v, str) else f"lambda={v:g}" for v in variants]
+    cols = [*margs.tasks, "overall"]
+    print(f"\n{'dev':>14} " + " ".join(f"{c:>8}" for c in cols))
+    for n in names:
+        print(f"{n:>14} " + " ".join(f"{record[n].get(c, float('nan')):8.4f}" for c in cols))
+    stem = own.command if own.command != "student" else f"student-{names[-1].replace('=', '_')}"
+    path = Path(own.json) if own.json else Path(own.bam_dir) / f"{stem}.json"
+    checkpointing.atomic_write(path, json.dumps(record, indent=2, default=str))
+    print(f"record in {path} ({record['wall_seconds']:.0f} s)")
+    return record
+
+
+if __name__ == "__main__":
+    main()
