@@ -136,7 +136,8 @@ def plot_run(log_path: str | Path, path: str | Path, title: str | None = None):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for task, points in sorted(losses.items(), key=lambda kv: list(colour).index(kv[0]) if kv[0] in colour else 9):
         steps, values = zip(*points)
-        left.plot(steps, values, color=colour.get(task), label=f"{task} ({loss_name.get(task, 'loss')})")
+        left.plot(steps, values, color=colour.get(task), label=f"{task} ({loss_name.get(task, 'loss')})",
+                  marker="o" if len(points) < 20 else None)  # a short run logs few points: show each
     for row in dev:  # epoch ends, where the dev scores on the right were measured
         left.axvline(row["step"], color="grey", lw=0.8, ls=":")
     left.set_xlabel("step (dotted: end of an epoch)")
