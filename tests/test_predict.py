@@ -56,7 +56,8 @@ def one_by_one(model, tok, task, items, max_length=OPTIONS["max_length"]) -> tor
             elif (model.pair_mode if task == "quora" else model.sts_mode) == "cross":
                 rows.append(model(task, tok([item[0]], pairs=[item[1]], max_length=max_length))[0])
             else:
-                rows.append(model(task, tok([item[0]], max_length=max_length), tok([item[1]], max_length=max_length))[0])
+                a, b = tok([item[0]], max_length=max_length), tok([item[1]], max_length=max_length)
+                rows.append(model(task, a, b)[0])
     return torch.stack(rows)
 
 

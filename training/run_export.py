@@ -76,7 +76,8 @@ def model_card(info: dict, hidden_size: int, name: str) -> str:
     lines = front + [
         "# Fine-tuned encoder from minBERT's multitask run", "",
         f"A BERT encoder (hidden size {hidden_size}) fine-tuned on {', '.join(trained)} with minBERT's "
-        "`training/run_multitask.py` (one shared encoder, one head per task), exported by `training/run_export.py`.", "",
+        "`training/run_multitask.py` (one shared encoder, one head per task), exported by "
+        "`training/run_export.py`.", "",
         "## Base checkpoint", "",
         f"`{base}`" + (f" ([{hub_id}](https://huggingface.co/{hub_id}))" if hub_id else "") + ".", "",
         "## Training data", "",
@@ -89,7 +90,8 @@ def model_card(info: dict, hidden_size: int, name: str) -> str:
         "sst and quora: accuracy; sts: Pearson correlation; overall: (sst + quora + (sts + 1) / 2) / 3.", "",
         "## Use", "",
         "```python", "from sentence_transformers import SentenceTransformer",
-        f"model = SentenceTransformer('{name}')", "u, v = model.encode(['A man plays a guitar.', 'Someone plays music.'])",
+        f"model = SentenceTransformer('{name}')",
+        "u, v = model.encode(['A man plays a guitar.', 'Someone plays music.'])",
         "```", "",
         "```python", "from transformers import AutoModel, AutoTokenizer",
         f"model, tok = AutoModel.from_pretrained('{name}'), AutoTokenizer.from_pretrained('{name}')", "```", "",

@@ -142,7 +142,8 @@ def predict(args) -> dict:
             lines = sys.stdin.readlines()
         examples = items_from_text(args.task, args.sentences, lines)
     if not examples:
-        raise ValueError("nothing to predict: no sentences given" + (f" ({args.input} has no rows)" if args.input else ""))
+        where = f" ({args.input} has no rows)" if args.input else ""
+        raise ValueError(f"nothing to predict: no sentences given{where}")
     out = run_head(model, tok, args.task, examples, args.max_length or info["max_length"], args.batch_size, args.device)
     preds = predictions(args.task, out).numpy()
     ids = [e["id"] for e in examples]
