@@ -12,14 +12,28 @@ Batches are dicts of (B, T) tensors input_ids / attention_mask / token_type_ids,
 Tokenizer.__call__ / Tokenizer.pad / data.batching.collate. Bi-encoder pair methods take two batches
 (one per sentence), cross-encoder ones a single pair batch.
 For training.optim.param_groups pass `model.encoder` and `dict(model.heads)`.
+
+A run folder (save_run / from_run) holds everything needed to rebuild the model without the command
+line that trained it:
+    model.safetensors   the whole multitask model (encoder + heads), our parameter names
+    config.json         the encoder's BertConfig (as transformers writes it)
+    tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json
+    heads.json          the heads' constructor arguments, the tasks trained, max_length, base model
+    options.json        the training options, the dev scores and the epoch: {"options", "dev", "epoch"}
 """
 from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minbert import BertModel
+from minbert import BertConfig, BertModel, CheckpointError, Tokenizer
+from minbert.safetensors import load_safetensors, save_safetensors
 
 from .cross_encoder import CrossEncoderHead
 from .paraphrase import ParaphraseHead
@@ -31,6 +45,7 @@ TASKS = ("sst", "quora", "sts")
 PAIR_MODES = ("bi", "cross")
 STS_MODES = ("cosine", "regressor", "cross")
 Batch = dict[str, torch.Tensor]
+RUN_FILES = ("model.safetensors", "config.json", "tokenizer.json", "heads.json", "options.json")
 
 
 class MultitaskBert(nn.Module):
@@ -43,6 +58,9 @@ class MultitaskBert(nn.Module):
             raise ValueError(f"sts_mode must be one of {STS_MODES}, got {sts_mode!r}")
         self.encoder = encoder
         self.pair_mode, self.sts_mode = pair_mode, sts_mode
+        # the constructor's arguments, written to heads.json by save_run so from_run can rebuild the heads
+        self.head_config = dict(sentiment_pooling=sentiment_pooling, pair_mode=pair_mode, sts_mode=sts_mode,
+                                dropout=dropout, num_sentiment_classes=num_sentiment_classes)
         C = encoder.config.hidden_size
         self.heads = nn.ModuleDict({
             "sst": SentimentHead(C, num_sentiment_classes, pooling=sentiment_pooling, dropout=dropout),
@@ -135,3 +153,75 @@ class MultitaskBert(nn.Module):
             out = self.encode(batches[0])
             return self.heads[task](out["last_hidden_state"], self._mask(batches[0]), pooler_output=out["pooler_output"])
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+    # ---- a self-contained run folder ----
+
+    def save_run(self, directory: str | os.PathLike, tokenizer: Tokenizer, options: dict, dev: dict,
+                 epoch: int) -> None:
+        """Write the run folder `directory` (the module docstring lists its files). options: the
+        training options (vars(args)); "tasks", "max_length" and "model" are read from it. The folder
+        is written aside and swapped in, so readers see the old run or the new one, never half of one
+        (a crash between the two renames leaves the old run in .NAME.old)."""
+        d = Path(directory)
+        tmp, old = d.with_name(f".{d.name}.tmp"), d.with_name(f".{d.name}.old")
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_safetensors({k: v.detach().cpu() for k, v in self.state_dict().items()}, tmp / "model.safetensors",
+                         metadata={"base_model": str(options.get("model"))})
+        (tmp / "config.json").write_text(json.dumps(self.encoder.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tokenizer.save_pretrained(tmp)
+        heads = dict(heads=self.head_config, tasks=list(options.get("tasks", TASKS)),
+                     max_length=options.get("max_length") or tokenizer.model_max_length,
+                     base_model=str(options.get("model")))
+        (tmp / "heads.json").write_text(json.dumps(heads, indent=2) + "\n", encoding="utf-8")
+        (tmp / "options.json").write_text(json.dumps({"options": options, "dev": dev, "epoch": epoch}, indent=2,
+                                                     default=str) + "\n", encoding="utf-8")
+        if d.exists():
+            os.replace(d, old)
+        os.replace(tmp, d)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def from_run(cls, directory: str | os.PathLike) -> "MultitaskBert":
+        """Rebuild a saved run (save_run) in eval mode, on the CPU; read_run(directory) gives its
+        tasks, max_length and scores, Tokenizer.from_pretrained(directory) its tokenizer."""
+        info = read_run(directory)
+        d = info["directory"]
+        config = BertConfig.from_json(d / "config.json")
+        model = cls(BertModel(config), **info["heads"])
+        state = load_safetensors(d / "model.safetensors")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # torch lists every missing / unexpected / mis-shaped key
+            raise CheckpointError(f"{d}/model.safetensors does not fit its config.json and heads.json: "
+                                  f"{str(e).splitlines()[0]} ...; the folder was mixed from different runs") from None
+        return model.eval()
+
+
+def read_run(directory: str | os.PathLike) -> dict:
+    """heads.json and options.json of a run folder, checked -> {"directory": Path, "heads": {...},
+    "tasks", "max_length", "base_model", "options", "dev", "epoch"}. A run_multitask.py --out-dir is
+    accepted too: its best/ folder is read."""
+    d = Path(directory)
+    if not (d / "heads.json").is_file() and (d / "best" / "heads.json").is_file():
+        d = d / "best"
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: no such run folder; pass the best/ folder of a training run "
+                              "(e.g. runs/multitask/best) or its --out-dir")
+    missing = [f for f in RUN_FILES if not (d / f).is_file()]
+    if missing:
+        hint = (" (a run written before runs were self-contained, with only model.safetensors and options.json: "
+                "train it again)" if "heads.json" in missing and (d / "options.json").is_file() else "")
+        raise CheckpointError(f"{d}: not a complete run folder, it lacks {', '.join(missing)}{hint}. Pass the best/ "
+                              "folder that training/run_multitask.py wrote, e.g. runs/multitask/best")
+    try:
+        info = json.loads((d / "heads.json").read_text(encoding="utf-8"))
+        info.update(json.loads((d / "options.json").read_text(encoding="utf-8")))
+        info["heads"] = dict(info["heads"])
+        info["tasks"] = list(info["tasks"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{d}: heads.json or options.json is damaged ({type(e).__name__}: {e}); "
+                              "restore them from the run, or train again") from None
+    info["directory"] = d
+    return info

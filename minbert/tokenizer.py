@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as _Backend
@@ -106,3 +107,23 @@ class Tokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json: what
+        from_pretrained reads back, and what transformers' AutoTokenizer loads as a BertTokenizer."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(d / "tokenizer.json"))  # no truncation/padding: __init__ cleared them
+        vocab = sorted(self.backend.get_vocab().items(), key=lambda kv: kv[1])
+        (d / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+        # transformers rebuilds the normalizer from these flags, so they must say what tokenizer.json does
+        normalizer = json.loads(self.backend.to_str()).get("normalizer") or {}
+        special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]"}
+        if self.backend.token_to_id("[MASK]") is not None:
+            special["mask_token"] = "[MASK]"
+        config = dict(tokenizer_class="BertTokenizer", do_lower_case=bool(normalizer.get("lowercase", True)),
+                      strip_accents=normalizer.get("strip_accents"),
+                      tokenize_chinese_chars=bool(normalizer.get("handle_chinese_chars", True)),
+                      model_max_length=self.model_max_length, **special)
+        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (d / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
