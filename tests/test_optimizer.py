@@ -308,3 +308,13 @@ def test_fused_path_equals_graded_update_on_cuda():
                 x.grad = None if x.grad is None else x.grad.cuda()
         opt_g.step(), opt_f.step()
     assert_same_state(opt_g, graded, opt_f, fused, atol=2e-6, rtol=1e-5)
+
+
+def test_optimizer_benchmark_runs_every_contender_and_checks_the_fast_path():
+    from training.bench_optim import CONTENDERS, format_report, optimizer_benchmark
+    r = optimizer_benchmark("tiny", steps=2, reps=2, warmup=1, threads=1)
+    assert set(r["per_step"]) == set(CONTENDERS)
+    assert all(s["reps"] == 2 and s["min_s"] <= s["median_s"] <= s["max_s"] for s in r["per_step"].values())
+    assert r["optimizer_steps_taken"] == 6
+    assert 0 < r["max_abs_weight_diff_graded_vs_fused"] < 1e-5  # they stepped, and agree
+    assert "minbert-fused" in format_report(r)
