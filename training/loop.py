@@ -76,6 +76,7 @@ class Loop:
     smoothing: float = 0.98  # of the running losses shown and logged
     say: Callable = print
     desc: str = ""
+    save_best: Callable[[Path, dict], None] | None = None  # (best/, info) -> None; default: weights + options.json
 
 
 # ----------------------------------------------------------------------------- the step
@@ -269,7 +270,8 @@ def fit(loop: Loop, log=None) -> dict:
                 if loop.out_dir is None:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif world.is_main:
-                    save_best(loop.out_dir / "best", model, {"options": loop.options, "dev": row, "epoch": epoch + 1})
+                    info = {"options": loop.options, "dev": row, "epoch": epoch + 1}
+                    (loop.save_best or (lambda d, i: save_best(d, model, i)))(loop.out_dir / "best", info)
         if loop.out_dir:
             save_last(loop, progress(epoch + 1, 0, None, done=stopped or epoch + 1 == len(loop.phases)))
         if stopped:

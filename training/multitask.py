@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-from data.batching import BucketBatchSampler, collate, example_lengths, to_device
+from data.batching import BucketBatchSampler, clamp_max_length, collate, example_lengths, to_device
 from data.datasets import DataError, all_files, find_data_dir, task_file
 from heads.multitask import MultitaskBert
 from minbert import AdamW, BertModel, CheckpointError, Tokenizer
@@ -63,6 +63,7 @@ def build(args, world: World = World()) -> argparse.Namespace:
     if args.threads:
         torch.set_num_threads(args.threads)
     tok, encoder = load_checkpoint(args)
+    args.max_length = clamp_max_length(args.max_length, tok, log=print if world.is_main else (lambda _: None))
     model = build_model(args, encoder)
     data = {t: {s: load_split(args, tok, t, s) for s in ("train", "dev", "test")} for t in args.tasks}
     root = find_data_dir(args.data_dir, required=all_files([tasks.TASKS[t].data for t in args.tasks]))

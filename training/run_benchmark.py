@@ -135,8 +135,8 @@ def main(argv=None) -> dict:
     print(f"minbert benchmark: torch {torch.__version__}, transformers {rec['meta']['transformers']}, "
           f"{args.threads} threads, model {args.model}, batch {args.batch_size}, CPU autocast {args.cpu_amp}, "
           f"median of {args.reps} interleaved reps after {args.warmup} warm-up")
-    tok = Tokenizer.from_pretrained()
-    if {"train", "infer", "epoch"} & set(args.sections):
+    if {"train", "infer", "epoch"} & set(args.sections):  # the GPU section needs no checkpoint nor tokenizer
+        tok = Tokenizer.from_pretrained()
         models = contenders(load_model(args.model, "manual"))
         batches = cpu_batches(args, tok, models["minbert-manual"].config.vocab_size, notes)
         if batches and benchmark.transformers is not None:

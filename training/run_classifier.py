@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data.batching import encode_examples, to_device
+from data.batching import clamp_max_length, encode_examples, to_device
 from data.datasets import load_task
 from heads.sentiment import POOLINGS, SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
@@ -117,6 +117,7 @@ def main(argv=None) -> dict:
 
     print(f"loading {args.model} and {args.task} ...")
     tok = Tokenizer.from_pretrained(args.model)
+    args.max_length = clamp_max_length(args.max_length, tok)
     model = SentimentClassifier(BertModel.from_pretrained(args.model, attn_implementation=args.attn, unpad=args.unpad),
                                 NUM_CLASSES[args.task], args.pooling, args.dropout).to(args.device)
     data = {}

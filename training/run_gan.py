@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.batching import collate, encode_examples, to_device
+from data.batching import clamp_max_length, collate, encode_examples, to_device
 from data.datasets import load_task
 from heads.pooling import cls_pool, mean_pool
 from minbert import AdamW, BertModel, Tokenizer
@@ -126,6 +126,7 @@ def pool(encoder: BertModel, inputs: dict, pooling: str, device) -> torch.Tensor
 def load(args) -> dict:
     """Tokenizer, pristine encoder, encoded splits and, with --freeze-encoder, cached embeddings."""
     tok = Tokenizer.from_pretrained(args.model)
+    args.max_length = clamp_max_length(args.max_length, tok)
     encoder = BertModel.from_pretrained(args.model, attn_implementation="sdpa").to(args.device)
     data = {}
     for split in ("train", "dev", "test"):

@@ -112,7 +112,8 @@ def train_and_predict(run, args, world) -> dict:
                 pcgrad=run.pcgrad, on_nonfinite=on_nonfinite, max_skips=args.max_skips, time_budget=args.time_budget,
                 out_dir=Path(args.out_dir), save_every=args.save_every, log_every=args.log_every, options=vars(args),
                 world=world, device=args.device, state=run.state, generators={"pcgrad": run.pcgrad_gen},
-                extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say)
+                extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
+                save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]))
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
         f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else ""))
