@@ -34,7 +34,7 @@ def cpu_pinned(request, monkeypatch):
     def parse_known_args(self, args=None, namespace=None):
         if any("--device" in a.option_strings for a in self._actions):
             argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
-            why = problem(argv)
+            why = None if {"-h", "--help"} & set(argv) else problem(argv)  # --help runs nothing
             if why:
                 pytest.fail(f"{self.prog}: {why}; CPU tests must pass --device cpu (or be marked gpu): {argv}")
         return real_parse(self, args, namespace)

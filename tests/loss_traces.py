@@ -30,8 +30,9 @@ DATA = REPO / "tests" / "fixtures" / "data" / "course"
 FIXTURE = REPO / "tests" / "fixtures" / "loss_traces.json"
 
 # Common options of the multitask-style trainers: CPU, fp32, one thread, tiny batches.
-MT = ["--preset", "quick", "--batch-size", "2", "--amp", "none", "--device", "cpu", "--threads", "1"]
-RUN = ["--device", "cpu", "--threads", "1"]
+# --adamw graded: the traces were recorded with the course's per-parameter update (the old code's only one).
+MT = ["--preset", "quick", "--batch-size", "2", "--amp", "none", "--device", "cpu", "--threads", "1", "--adamw", "graded"]
+RUN = ["--device", "cpu", "--threads", "1", "--adamw", "graded"]
 
 # name: (script, argv, loss functions whose return values are recorded). {ckpt}, {data}, {out} are filled in.
 CASES = {

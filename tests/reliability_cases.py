@@ -47,7 +47,7 @@ def make_tiny_checkpoint(d: Path, dropout: float = 0.1, **config) -> Path:
 
 
 def base_argv(ckpt: Path, data: Path, out: Path) -> list[str]:
-    return ["--model", str(ckpt), "--data-dir", str(data), "--preset", "quick", "--epochs", "1", "--batch-size", "2",
+    return ["--model", str(ckpt), "--data-dir", str(data), "--device", "cpu", "--preset", "quick", "--epochs", "1", "--batch-size", "2",
             "--amp", "none", "--threads", "1", "--log-every", "1", "--out-dir", str(out), "--predictions-dir", str(out / "predictions")]
 
 

@@ -19,7 +19,7 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 
 def run(tmp_path, ckpt, *extra, name="run"):
     out = tmp_path / name
-    record = run_classifier.main(["--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--epochs", "2",
+    record = run_classifier.main(["--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--device", "cpu", "--epochs", "2",
                                   "--batch-size", "2", "--threads", "1", "--out-dir", str(out),
                                   "--predictions-dir", str(out / "predictions"), *extra])
     return record, out
@@ -96,7 +96,7 @@ def test_same_seed_gives_the_same_run(tmp_path, tiny_checkpoint):
 ])
 def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        run_classifier.parse_args(argv)
+        run_classifier.parse_args(["--device", "cpu", *argv])
     assert e.value.code != 0 and message in capsys.readouterr().err
 
 

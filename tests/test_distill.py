@@ -82,7 +82,8 @@ def test_soft_losses_match_hand_computation():
 
 
 def distill_main(tmp_path, ckpt, *argv):
-    return run_distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none",
+    return run_distill.main([*argv, "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--device", "cpu", "--preset", "quick",
+                             "--amp", "none",
                          "--epochs", "1", "--batch-size", "2", "--threads", "1", "--lr", "1e-3",
                          "--teachers-dir", str(tmp_path / "teachers"), "--bam-dir", str(tmp_path / "bam")])
 
@@ -147,10 +148,10 @@ def test_teachers_trained_with_other_heads_are_refused(all_run, tiny_checkpoint)
 
 def test_bad_options_exit_with_a_clear_message(capsys):
     with pytest.raises(SystemExit):
-        run_distill.parse_args(["student", "--fixed-lambda", "2"])
+        run_distill.parse_args(["student", "--device", "cpu", "--fixed-lambda", "2"])
     assert "--fixed-lambda" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_distill.parse_args(["all", "--pcgrad"])
+        run_distill.parse_args(["all", "--device", "cpu", "--pcgrad"])
     assert "pcgrad" in capsys.readouterr().err
 
 

@@ -181,7 +181,7 @@ def test_pca_2d_recovers_the_two_largest_variance_directions():
 
 
 def run(tmp_path, ckpt, *extra):
-    return run_gan.main(["--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--steps", "4", "--batch-size", "2",
+    return run_gan.main(["--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--device", "cpu", "--steps", "4", "--batch-size", "2",
                          "--threads", "1", "--log-every", "2", "--out-dir", str(tmp_path), *extra])
 
 

@@ -16,7 +16,7 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 def run(tmp_path, ckpt, *extra, name="run"):
     out = tmp_path / name
     result = run_multitask.main([
-        "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--preset", "quick", "--amp", "none", "--epochs", "1",
+        "--model", str(ckpt), "--data-dir", str(FIXTURE_DATA), "--device", "cpu", "--preset", "quick", "--amp", "none", "--epochs", "1",
         "--batch-size", "2", "--out-dir", str(out), "--predictions-dir", str(out / "predictions"),
         "--threads", "1", "--log-every", "1", *extra])
     return result, out
@@ -88,7 +88,7 @@ def test_freezing_the_encoder_leaves_it_unchanged(tmp_path, tiny_checkpoint):
 ])
 def test_bad_options_exit_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        run_multitask.parse_args(argv)
+        run_multitask.parse_args(["--device", "cpu", *argv])
     assert e.value.code != 0
     assert message in capsys.readouterr().err
 

@@ -82,7 +82,8 @@ def build(args, world: World = World()) -> argparse.Namespace:
     for t in filter(None, args.freeze_head.split(",")):
         freezing.freeze_module(model.heads[t])
     opt = AdamW(param_groups(model.encoder, {t: model.heads[t] for t in args.tasks}, lr=args.lr,
-                             layer_decay=args.layer_decay, weight_decay=args.weight_decay), lr=args.lr)
+                             layer_decay=args.layer_decay, weight_decay=args.weight_decay), lr=args.lr,
+                fused=args.adamw == "fused")
     bs = {t: args.task_batch_size.get(t, args.batch_size) for t in args.tasks}
     # With R processes a step trains on one global batch of R * batch_size examples (streams.py).
     n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size)) for t in args.tasks}

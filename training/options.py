@@ -14,14 +14,14 @@ from training import tasks
 # Presets fill in every option the user did not give. "full" is the default.
 PRESETS = {
     "full": dict(epochs=3, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128,
-                 limit_train=None, limit_eval=None, time_budget=85.0, amp="auto"),
+                 limit_train=None, limit_eval=None, time_budget=None, amp="auto"),
     "quick": dict(epochs=1, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=64,
                   limit_train=800, limit_eval=300, time_budget=None, amp="auto"),
 }
 
 # Options that may change between a run and its --resume; any other difference is refused.
 RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
-                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips"}
+                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "adamw"}
 
 
 def task_values(text: str, cast=float) -> dict[str, float]:
@@ -53,6 +53,10 @@ SHARED = {
                          "compute on padding); --no-unpad computes the whole padded batch, as transformers does"),
     "--warmup": dict(type=float, default=0.06, help="fraction of steps with linear LR warm-up (then linear decay)"),
     "--clip": dict(type=float, default=1.0, help="gradient norm clipping (0: off)"),
+    "--adamw": dict(choices=["fused", "graded"], default="fused",
+                    help="fused: minbert.AdamW through torch's fused kernel, coefficients rewritten to the course's "
+                         "update (equal to rounding; several times faster, docs/PERFORMANCE.md); graded: the "
+                         "course's per-parameter update, as students write it"),
     "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..."),
     "--threads": dict(type=int, default=0, help="CPU threads for torch (0: torch's default)"),
 }
@@ -90,7 +94,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="peak learning rate of the top layer and the heads")
     g.add_argument("--layer-decay", type=float, help="layer-wise LR decay: layer l gets lr * decay^(L-l)")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled decay (not on LayerNorm/bias)")
-    add_shared(g, "--warmup", "--clip")
+    add_shared(g, "--warmup", "--clip", "--adamw")
     g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun)")
     g.add_argument("--task-batch-size", type=lambda s: task_values(s, int), default={}, help="per task, e.g. quora=64")
     g.add_argument("--loss-weights", type=task_values, default={}, help="per task loss weights, e.g. sts=2")
@@ -112,7 +116,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "the device has it natively, else none")
     g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
     g.add_argument("--time-budget", type=float,
-                   help="stop training after this many minutes (then evaluate and predict)")
+                   help="stop training after this many minutes, then evaluate and predict (default: no limit; "
+                        "the progress bar shows the expected time)")
     g.add_argument("--out-dir", default="runs/multitask", help="checkpoints (best/, last/), options, metrics log")
     g.add_argument("--predictions-dir", default="predictions", help="where the six course output files go")
     g.add_argument("--log-every", type=int, default=50, help="steps between loss lines in the metrics log")

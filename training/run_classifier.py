@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW decoupled weight decay (not on LayerNorm/bias)")
     g.add_argument("--batch-size", type=int, default=16, help="sentences per training batch")
-    add_shared(g, "--warmup", "--clip")
+    add_shared(g, "--warmup", "--clip", "--adamw")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=11711, help="model init, batch order and the labelled subset")
     add_shared(g, "--device", "--threads")
@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
     if args.mode == "pretrain":
         freezing.freeze_encoder(model.encoder)
     opt = AdamW(param_groups(model.encoder, {"head": model.head}, lr=args.lr, layer_decay=args.layer_decay,
-                             weight_decay=args.weight_decay), lr=args.lr)
+                             weight_decay=args.weight_decay), lr=args.lr, fused=args.adamw == "fused")
     n_batches = math.ceil(len(data["train"]) / args.batch_size)
     total = args.steps or args.epochs * n_batches
     player = Player(opt, warmup_linear(opt, int(args.warmup * total), total), list(model.parameters()))

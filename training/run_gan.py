@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gan/acgan: unlabelled examples per step (default: --batch-size)")
     g.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (GAN-BERT: 5e-5); unused when frozen")
     g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D and G")
-    add_shared(g, "--warmup", "--clip", warmup=0.1)  # --clip: per player
+    add_shared(g, "--warmup", "--clip", "--adamw", warmup=0.1)  # --clip: per player
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
     g.add_argument("--log-every", type=int, default=100, help="steps between loss lines")
@@ -160,8 +160,8 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
         d_params = [p for p in encoder.parameters() if p.requires_grad] + list(D.parameters())
     else:
         groups, d_params = [{"params": list(D.parameters()), "lr": args.head_lr}], list(D.parameters())
-    d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01)
-    g_opt = AdamW(G.parameters(), lr=args.head_lr)
+    d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01, fused=args.adamw == "fused")
+    g_opt = AdamW(G.parameters(), lr=args.head_lr, fused=args.adamw == "fused")
     warm = int(args.warmup * args.steps)
     players = [Player(d_opt, warmup_linear(d_opt, warm, args.steps), d_params)]
     if method != "plain":

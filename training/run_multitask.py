@@ -117,6 +117,9 @@ def train_and_predict(run, args, world) -> dict:
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
         f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else ""))
+    say(f"time budget: training stops after {args.time_budget:g} min, then the run evaluates and predicts"
+        if args.time_budget else "no time budget: the run trains every step (--time-budget MINUTES stops it "
+        "earlier); the progress bar shows the time left")
     result = fit(loop, log)
     history, minutes = result["history"], result["minutes"]
     if not world.is_main:  # rank 0 writes the predictions

@@ -29,7 +29,7 @@ from data.batching import collate, encode_examples, example_lengths, to_device
 from data.datasets import PAIR_TASKS, load_quora, load_sst, load_sts
 from heads.multitask import MultitaskBert, read_run
 from minbert import Tokenizer
-from training.tasks import metric, predictions, write_predictions
+from training.tasks import TASKS, predictions, write_predictions
 
 SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")  # SST-5 classes 0..4
 LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts}
@@ -145,7 +145,7 @@ def predict(args) -> dict:
         where = f" ({args.input} has no rows)" if args.input else ""
         raise ValueError(f"nothing to predict: no sentences given{where}")
     out = run_head(model, tok, args.task, examples, args.max_length or info["max_length"], args.batch_size, args.device)
-    preds = predictions(args.task, out).numpy()
+    preds = predictions(args.task, out.numpy())
     ids = [e["id"] for e in examples]
     result = {"ids": ids, "outputs": out, "predictions": preds}
     if args.output:
@@ -156,7 +156,7 @@ def predict(args) -> dict:
         for e, row in zip(examples, out):
             print(describe(args.task, row) + "\t" + "\t".join(e[k] for k in keys))
     if all("label" in e for e in examples):
-        result["score"] = metric(args.task, preds, np.array([e["label"] for e in examples]))
+        result["score"] = TASKS[args.task].metric(preds, np.array([e["label"] for e in examples]))
         name = "Pearson r" if args.task == "sts" else "accuracy"
         print(f"{args.task} {name} {result['score']:.4f} on {len(examples)} labelled examples", file=sys.stderr)
     return result
