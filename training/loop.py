@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minbert.safetensors import load_safetensors, save_safetensors
+from minbert.safetensors import load_safetensors
 from training import checkpointing, distributed
 from training.checkpointing import TrainingStateError
 from training.distributed import World
@@ -76,7 +76,7 @@ class Loop:
     smoothing: float = 0.98  # of the running losses shown and logged
     say: Callable = print
     desc: str = ""
-    save_best: Callable[[Path, dict], None] | None = None  # (best/, info) -> None; default: weights + options.json
+    save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
 
 
 # ----------------------------------------------------------------------------- the step
@@ -134,14 +134,6 @@ def nonfinite_error(loop: Loop, step: int, values: dict, norms: list[float], ski
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def save_best(directory: Path, model: torch.nn.Module, info: dict) -> None:
-    """best/: the weights and what they scored (the one place best/ is written)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors",
-                     metadata={"base_model": str(info["options"].get("model"))})
-    checkpointing.atomic_write(directory / "options.json", json.dumps(info, indent=2))
 
 
 def save_last(loop: Loop, progress: dict) -> None:
@@ -270,8 +262,7 @@ def fit(loop: Loop, log=None) -> dict:
                 if loop.out_dir is None:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif world.is_main:
-                    info = {"options": loop.options, "dev": row, "epoch": epoch + 1}
-                    (loop.save_best or (lambda d, i: save_best(d, model, i)))(loop.out_dir / "best", info)
+                    loop.save_best(loop.out_dir / "best", {"options": loop.options, "dev": row, "epoch": epoch + 1})
         if loop.out_dir:
             save_last(loop, progress(epoch + 1, 0, None, done=stopped or epoch + 1 == len(loop.phases)))
         if stopped:
