@@ -16,10 +16,8 @@ G also gets a class label y (noise + label embedding), and both players add CE(D
 G(z, y), y): D learns to classify fakes into the class they were generated for, G to produce fakes
 of that class. Generated embeddings are then class-conditioned instead of one undifferentiated cloud.
 
-Each loss updates only its own player. The public PyTorch port of GAN-BERT calls g_loss.backward()
-and d_loss.backward() on one graph and steps both optimizers, so the generator's loss also moves D
-and BERT (towards calling fakes real). gan_step takes each loss's gradient only with respect to its
-own player's parameters (torch.autograd.grad), so nothing leaks.
+Each loss updates only its own player (training/loop.backward). The public PyTorch port of GAN-BERT
+calls backward() of both losses on one graph, so the generator's loss also moves D and BERT.
 """
 from __future__ import annotations
 

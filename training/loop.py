@@ -148,8 +148,9 @@ def save_last(loop: Loop, progress: dict) -> None:
 
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
-              may_change: set[str]) -> dict:
-    """Restore model, optimizer, schedule and RNGs from last/ (made by save_last); returns its state."""
+              may_change: set[str], restore: Callable[[dict], None] = lambda state: None) -> dict:
+    """Restore model, optimizer, schedule, RNGs and (restore(state)) the trainer's part from last/
+    (made by save_last); returns its state."""
     state, tensors = checkpointing.load(last)
     checkpointing.check_resumable(state, options, world.world_size, last, may_change)
     try:
@@ -157,6 +158,7 @@ def load_last(last: Path, model, player: Player, generators: dict, world: World,
         checkpointing.load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])
         player.sched.load_state_dict(state["lr_schedule"])
         checkpointing.set_rng_state(state["rng"][world.rank], generators)
+        restore(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
         raise TrainingStateError(f"{last}: the checkpoint does not fit this run ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0]}); start again with --overwrite") from None

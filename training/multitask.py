@@ -118,15 +118,15 @@ def loop_settings(args) -> dict:
 
 
 def autocast(args):
-    """The bf16 autocast context of --amp bf16 on this device type, or None."""
-    device_type = torch.device(args.device).type
-    return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.amp == "bf16" else None
+    """The context of --amp: bf16 autocast on this device type, or a null context."""
+    if args.amp != "bf16":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
 
 
 def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
     """The head output of one task batch. net: the model or its DDP wrapper (which must see forward())."""
-    amp = autocast(args)
-    with amp() if amp else contextlib.nullcontext():
+    with autocast(args)():
         return net(task, *tasks.inputs(to_device(batch, args.device)))
 
 

@@ -11,9 +11,8 @@ format to {predictions-dir}/{task}-{dev,test}-output.csv (header `id \\t Predict
 that run_multitask.py writes its sst files under the same names: give each its own --predictions-dir)
 and a JSON record (options, dev accuracy per epoch, wall time) to --json.
 
---labelled-fraction keeps a seeded random fraction of the training set (nested: the 1% examples are
-among the 2% ones for the same seed). run_gan.py draws its labelled examples with the same function
-(training/splits.py), so this is the plain fine-tuned baseline of the GAN-BERT sweep.
+--labelled-fraction draws the same examples as run_gan.py (training/splits.labelled_subset), so this
+is the plain fine-tuned baseline of the GAN-BERT sweep.
 """
 from __future__ import annotations
 
@@ -56,7 +55,7 @@ class SentimentClassifier(nn.Module):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    add_shared(g, "--task")
     g.add_argument("--labelled-fraction", type=float, default=1.0,
                    help="train on a seeded random fraction of the training set, in (0, 1] (few-label baseline)")
     add_shared(g, "--data-dir", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows", max_length=128)

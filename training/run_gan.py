@@ -48,7 +48,7 @@ FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("experiment")
-    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    add_shared(g, "--task")
     g.add_argument("--method", choices=METHODS, default="gan", help="single run: plain, gan (GAN-BERT) or acgan")
     g.add_argument("--labelled", type=float, default=0.1, help="single run: fraction of training examples with labels")
     g.add_argument("--seed", type=int, default=1, help="single run: labelled subset, init, batches, noise")

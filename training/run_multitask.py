@@ -42,15 +42,14 @@ def prepare(args, world):
     run = build(args, world)
     run.state, run.say = {}, say
     last = Path(args.out_dir) / "last"
+
+    def restore_streams(state: dict) -> None:
+        for t in args.tasks:
+            run.streams[t].load_state_dict(state["streams"][t])
+
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS)
-        try:
-            for t in args.tasks:
-                run.streams[t].load_state_dict(run.state["streams"][t])
-        except (KeyError, ValueError) as e:
-            raise checkpointing.TrainingStateError(f"{last}: the checkpoint does not fit this run ({e}); start "
-                                                   "again with --overwrite") from None
+                              options.RUNTIME_OPTIONS, restore_streams)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")

@@ -145,7 +145,8 @@ def predict(args) -> dict:
             print(TASKS[args.task].describe(row) + "\t" + "\t".join(e[k] for k in keys))
     if all("label" in e for e in examples):
         result["score"] = TASKS[args.task].metric(preds, np.array([e["label"] for e in examples]))
-        print(f"{args.task} {TASKS[args.task].metric_name} {result['score']:.4f} on {len(examples)} labelled examples", file=sys.stderr)
+        print(f"{args.task} {TASKS[args.task].metric_name} {result['score']:.4f} on {len(examples)} labelled "
+              "examples", file=sys.stderr)
     return result
 
 

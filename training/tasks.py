@@ -14,6 +14,7 @@ The course's overall score averages the three, mapping Pearson from [-1, 1] to [
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +110,13 @@ def inputs(batch: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=None) -> tuple[list, np.ndarray,
-                                                                                           np.ndarray | None]:
+def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=contextlib.nullcontext
+            ) -> tuple[list, np.ndarray, np.ndarray | None]:
     """Run forward(*inputs) over collated batches in eval mode: (ids, float32 outputs, labels or None).
     forward: e.g. lambda *x: model("sst", *x). The caller puts the model in eval mode."""
     ids, outs, labels = [], [], []
     for batch in batches:
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+        with autocast():
             out = forward(*inputs(to_device(batch, device)))
         outs.append(out.float().cpu().numpy())
         ids += batch["ids"]
