@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from training import tasks
+from training import splits, tasks
 
 # Presets fill in every option the user did not give. "full" is the default.
 PRESETS = {
@@ -40,6 +40,7 @@ def task_values(text: str, cast=float) -> dict[str, float]:
 
 # Options several commands share (run_multitask, run_classifier, run_gan), each defined once.
 SHARED = {
+    "--task": dict(choices=sorted(splits.NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes"),
     "--data-dir": dict(help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)"),
     "--model": dict(default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name"),
     "--limit-train": dict(type=int, help="use a fixed random sample of at most N training examples (per task)"),
