@@ -47,12 +47,13 @@ def assemble(scaffold: Path, submission: Path, dest: Path) -> list[str]:
     return log
 
 
-def grade_submission(submission: Path, sandbox_user: str | None, seed: int | None = None) -> dict:
+def grade_submission(submission: Path, sandbox_user: str | None, seed: int | None = None,
+                     steps: list[int] | None = None, timeout: float = 60) -> dict:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="autograde-") as tmp:
         tree = Path(tmp) / "tree"
         log = assemble(REPO, submission, tree)
-        results = grade(tree, seed=seed, sandbox_user=sandbox_user)
+        results = grade(tree, steps, timeout, seed=seed, sandbox_user=sandbox_user)
     out = gradescope_json(results, time.monotonic() - start, grade.last_seed)
     out["output"] = "\n".join(log) + "\n\n" + out["output"]
     return out
@@ -64,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regrade", type=Path, metavar="DIR", help="regrade every submission folder in DIR")
     ap.add_argument("--out", type=Path, help="--regrade: write <submission>.json here (default DIR/../regraded)")
     ap.add_argument("--seed", type=int, help="input seed (default: a fresh secret one, recorded in the results)")
+    ap.add_argument("--steps", help="comma-separated step numbers (default: all)")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds per step (default 60)")
     ap.add_argument("--no-sandbox", action="store_true", help="run the student's code as the current user")
     args = ap.parse_args(argv)
     user = None if args.no_sandbox else RUNNER_USER
+    steps = [int(n) for n in args.steps.split(",")] if args.steps else None
     try:
         if args.regrade is None:
-            result = grade_submission(args.root / "submission", user, args.seed)
+            result = grade_submission(args.root / "submission", user, args.seed, steps, args.timeout)
             (args.root / "results").mkdir(parents=True, exist_ok=True)
             (args.root / "results" / "results.json").write_text(json.dumps(result, indent=2) + "\n")
             print(result["output"])
@@ -77,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or args.regrade.resolve().parent / "regraded"
         out.mkdir(parents=True, exist_ok=True)
         for sub in sorted(p for p in args.regrade.iterdir() if p.is_dir()):
-            result = grade_submission(sub, user, args.seed)
+            result = grade_submission(sub, user, args.seed, steps, args.timeout)
             (out / f"{sub.name}.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"{sub.name}: {result['score']:g} / {result['max_score']:g} (grader "
                   f"{result['extra_data']['grader_version']}, seed {result['extra_data']['seed']})")
         return 0
-    except (LookupError, PermissionError) as e:
+    except (LookupError, PermissionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -67,10 +67,11 @@ def judge_1(t, spec, j: Judge):
                 break
             row = got[:, 0, 0, :].float()
             real, pad = row[am == 1], row[am == 0]
-            if not (j.check("mask", bool(torch.all(real == 0)), f"{dtype}: the mask must be exactly 0 on real tokens")
-                    and j.check("mask", bool(torch.isfinite(pad).all()),
-                                f"{dtype}: the mask on padding must be finite: use torch.finfo(dtype).min, not -inf "
-                                f"(a fully padded row would give NaN), nor a constant like -1e9 that overflows in float16")
+            if not (j.check("mask", bool(torch.isfinite(pad).all()),
+                            f"{dtype}: the mask on padding must be finite: use torch.finfo(dtype).min, not -inf "
+                            f"(a fully padded row would give NaN, and 0 * -inf is NaN), nor a constant like -1e9 "
+                            f"that overflows in float16")
+                    and j.check("mask", bool(torch.all(real == 0)), f"{dtype}: the mask must be exactly 0 on real tokens")
                     and j.check("mask", bool(torch.all(pad <= -1e4)),
                                 f"{dtype}: the mask on padding is {pad.max().item():.3g} at most; it must be very "
                                 f"negative (torch.finfo(dtype).min) so padding gets ~0 attention")):

@@ -23,7 +23,8 @@ def adamw_cases(gen) -> list[dict]:
         {"name": "first_step_corrected", "steps": 1, "groups": [g(lr=1.0)]},
         {"name": "first_step_uncorrected", "steps": 1, "groups": [g(lr=1.0, correct_bias=False)]},
         {"name": "without_decay", "steps": 30, "groups": [g(betas=[0.8, 0.99]), g()]},
-        {"name": "decoupled_decay", "steps": 3, "groups": [g(), g(weight_decay=0.5)]},
+        {"name": "decoupled_decay", "steps": 3, "groups": [g(lr=0.1), g(lr=0.1, weight_decay=0.5)]},
+        {"name": "small_gradients", "steps": 5, "scale": 1e-5, "groups": [g(), g()]},
         {"name": "long_run", "steps": 200, "groups": [g(lr=1e-3, weight_decay=1e-4), g(lr=1e-3, weight_decay=1e-4)]},
     ]
 
@@ -35,7 +36,7 @@ def inputs_6(gen):
         for i, shape in enumerate(shapes):
             t[f"c{c}.p{i}"] = torch.randn(shape, generator=gen)
             for s in range(case["steps"]):
-                t[f"c{c}.g{s}.{i}"] = torch.randn(shape, generator=gen) * (0.1 + i)
+                t[f"c{c}.g{s}.{i}"] = torch.randn(shape, generator=gen) * (0.1 + i) * case.get("scale", 1.0)
     return t, {"cases": cases}
 
 
@@ -199,6 +200,10 @@ def inputs_9(gen):
 def judge_9(t, spec, j: Judge):
     hint = ("g_i := g_i - (g_i . g_j) / ||g_j||^2 * g_j when g_i . g_j < 0, always with the ORIGINAL g_j "
             "(not its projected version).")
+    for case in ("no_conflict", "pair"):
+        j.close(case, "the input gradients after project_conflicting", j.got(case, "inputs"), t[case],
+                "project_conflicting changed its inputs: work on a copy (g.clone()); projecting in place also "
+                "makes later projections use a projected g_j instead of the original.")
     j.close("no_conflict", "projected gradients when no pair conflicts", j.got("no_conflict"), t["no_conflict"],
             "Only a pair with a negative dot product is projected.")
     g1, g2 = t["pair"]

@@ -33,7 +33,7 @@ id {RUNNER_USER} >/dev/null 2>&1 || useradd --system --no-create-home --shell /u
 # Students submit: {", ".join(editable)}
 set -uo pipefail
 AG=${{AUTOGRADER_ROOT:-/autograder}}
-cd "$AG/source/scaffold" && exec python3 -m course.autograder --root "$AG"
+cd "$AG/source/scaffold" && exec python3 -m course.autograder --root "$AG" "$@"
 """
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         for name, text in (("setup.sh", setup), ("run_autograder", run)):

@@ -235,8 +235,9 @@ def probe_9(t, spec, out, scratch):
     from training.pcgrad import pcgrad_project, project_conflicting
     gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
     for case in ("no_conflict", "pair"):
-        grads = list(t[case].unbind(0))
-        out.run(case, lambda grads=grads: {"y": torch.stack(project_conflicting(grads, gen(0)))})
+        grads = [g.clone() for g in t[case].unbind(0)]
+        out.run(case, lambda grads=grads: {"y": torch.stack(project_conflicting(grads, gen(0))),
+                                           "inputs": torch.stack(grads)})
     out.run("sum", lambda: {"y": pcgrad_project(list(t["sum"].unbind(0)), gen(1))})
 
     def unchanged():
