@@ -40,8 +40,9 @@ from .steps import Step, get_steps
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = {**checks_model.STEPS, **checks_tasks.STEPS}
-CHECKER_FILES = ("checks_model.py", "checks_tasks.py", "compare.py", "grade.py", "reference.py", "sandbox.py",
-                 "steps.py", "wire.py")
+# What decides a grade: the checker, its references, and the probes it asks the runner to run.
+CHECKER_FILES = ("checks_model.py", "checks_tasks.py", "compare.py", "grade.py", "probes.py", "reference.py",
+                 "runner.py", "sandbox.py", "steps.py", "wire.py")
 LOG_TAIL = 4000  # characters of a crashed runner's output shown to the student
 
 

@@ -28,7 +28,9 @@ BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:[ \t:].*)?)$")
 END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
-EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md"}  # instructor-only
+# Instructor-only: the grader suites hold complete alternative solutions (tests/grader_cases.py).
+EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md", "tests/grader_cases.py", "tests/test_graded_mistakes.py",
+           "tests/test_grader_security.py"}
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
              "out", "build", "dist", "student", ".whl"}
 
