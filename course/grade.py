@@ -156,10 +156,11 @@ def run_step(step: Step, root: Path, seed: int, timeout: float = 60, sandbox_use
         inputs, answer, log = base / "inputs.safetensors", scratch / "answer.safetensors", base / "runner.log"
         wire.save(inputs, tensors, {"spec": json.dumps(spec)})
         inputs.chmod(0o644)
-        cmd = [sys.executable, "-I", "-c", BOOT, str(tree), str(step.number), str(inputs), str(answer), str(scratch)]
+        cmd = [sys.executable, "-I", "-c", BOOT, str(tree), *sandbox.limits(), str(step.number), str(inputs),
+               str(answer), str(scratch)]
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=scratch, env=step_env(scratch), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=sandbox.preexec)
+                                    stderr=subprocess.STDOUT, start_new_session=True, **sandbox.popen_args())
             try:
                 code, timed_out = proc.wait(timeout=timeout), False
             except subprocess.TimeoutExpired:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import resource
 import signal
 import time
 from pathlib import Path
@@ -42,17 +41,14 @@ class Sandbox:
         if self.uid is not None:
             os.chown(path, self.uid, self.gid)
 
-    def preexec(self) -> None:
-        """In the child, before exec: limits, then the user switch (limits first: the user cannot raise them)."""
-        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if self.uid is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
-            os.setgroups([])
-            os.setgid(self.gid)
-            os.setuid(self.uid)
+    def limits(self) -> list[str]:
+        """The runner's limits, which its trusted boot code sets before importing student code
+        (course/runner.py: apply_limits); no preexec_fn, which is unsafe with the grader's threads."""
+        return [str(self.cpu_seconds), str(MEMORY_BYTES), str(FILE_BYTES), str(PROCESSES if self.uid is not None else 0)]
+
+    def popen_args(self) -> dict:
+        """subprocess.Popen's own privilege drop (setgroups([]), setgid, setuid in the child, before exec)."""
+        return {} if self.uid is None else {"user": self.uid, "group": self.gid, "extra_groups": []}
 
     def kill_all(self, pgid: int) -> None:
         """Kill the runner's process group, and on Gradescope every process of the runner user."""

@@ -65,9 +65,10 @@ CHEATS = {
         "import torch\n_blocks = []\nwhile True:\n    _blocks.append(torch.empty(1 << 30, dtype=torch.uint8))\n"),
     "an oversized answer": (
         "import json, os, struct, sys\n"
+        "_answer = next(a for a in sys.argv if a.endswith('answer.safetensors'))\n"
         "_h = json.dumps({'order.y': {'dtype': 'F32', 'shape': [1 << 40], 'data_offsets': [0, 4 << 40]}}).encode()\n"
-        "open(sys.argv[4], 'wb').write(struct.pack('<Q', len(_h)) + _h)\n"
-        "try:\n    open(sys.argv[4] + '.big', 'wb').write(bytes(100 << 20))\nexcept OSError:\n    pass\n"
+        "open(_answer, 'wb').write(struct.pack('<Q', len(_h)) + _h)\n"
+        "try:\n    open(_answer + '.big', 'wb').write(bytes(100 << 20))\nexcept OSError:\n    pass\n"
         "os._exit(0)\n"),
     "monkeypatching torch, numpy and pytest": (
         "import numpy, torch\n"
