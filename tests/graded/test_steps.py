@@ -14,7 +14,7 @@ from course.steps import STEPS
 
 @pytest.mark.parametrize("step", [s.number for s in STEPS], ids=[f"step{s.number:02d}" for s in STEPS])
 def test_step(step, request):
-    results = check_inline(step, seed=0, raise_errors=request.config.getoption("--raise"))
+    results = check_inline(step, seed=0, raise_errors=request.config.getoption("--raise", default=False))
     failed = [f"{t.name}: {t.outcome}\n    " + t.message.strip().replace("\n", "\n    ")
               for t in results if t.outcome != "passed"]
     assert not failed, f"step {step}: {len(failed)} of {len(results)} tests failed:\n" + "\n".join(failed)
