@@ -331,6 +331,7 @@ def judge_11(t, spec, j: Judge):
         "the real term alone: the fake term -log p_fake(fake) is missing": lambda: -torch.log(1 - p_fake(real)).mean(),
         "the two terms swapped: D must call real rows real and fakes fake":
             lambda: -torch.log(p_fake(real)).mean() - torch.log(1 - p_fake(fake)).mean(),
+        "a supervised term over every real row, labelled or not": lambda: unsup + ce(real, labels),
     }, "D's loss is -mean log(1 - p_fake(real)) - mean log p_fake(fake), p_fake = softmax(logits)[:, -1]."))
     got = j.got("d_supervised")
     j.close("d_supervised", "discriminator_loss with labelled rows", got, sup + unsup, lambda: likely_mistake(got, {
@@ -361,6 +362,7 @@ def judge_11(t, spec, j: Judge):
     got = j.got("g_ac")
     j.close("g_ac", "generator_loss with fake_labels (AC-GAN)", got, adv + fm + aux, lambda: likely_mistake(got, {
         "the loss without the AC-GAN term": lambda: adv + fm,
+        "the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]": lambda: adv + fm + F.cross_entropy(fake, cond),
         "the AC-GAN term subtracted: G wants D to find the conditioning class": lambda: adv + fm - aux},
         "With fake_labels, add CE(fake_logits[:, :k], fake_labels)."))
     real_grad, fake_grad = j.got("g_gradients", "real"), j.got("g_gradients", "fake")

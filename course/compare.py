@@ -71,7 +71,8 @@ def difference(what: str, got: Tensor, expected: Tensor, hint: str = "", atol: f
     if not isinstance(got, Tensor):
         return f"{what}: expected a tensor of shape {tuple(expected.shape)}, got {type(got).__name__}"
     if got.shape != expected.shape:
-        return f"{what} has shape {tuple(got.shape)} but the reference has shape {tuple(expected.shape)}.\n{hint}".strip()
+        detail = f"{what} has shape {tuple(got.shape)} but the reference has shape {tuple(expected.shape)}."
+        return f"{hint}\n{detail}" if hint else detail
     if got.dtype == torch.bool or expected.dtype == torch.bool:
         got, expected = got.to(torch.float64), expected.to(torch.float64)
     g, e = got.detach().double(), expected.detach().double()

@@ -104,7 +104,13 @@ MISTAKES = [
      "clamp the token count"),
     (7, {(H, "forward"): "return self.classifier(last_hidden_state[:, 0] if self.pooling != 'pooler' else pooler_output)"},
      "the cls vector instead"),
+    (7, {(H, "forward"): "return self.classifier(mean_pool(last_hidden_state, attention_mask) if self.pooling != 'pooler' else pooler_output)"},
+     "the mean vector instead"),
+    (7, {(H, "forward"): "return self.classifier(pooler_output if pooler_output is not None else last_hidden_state[:, 0])"},
+     "the pooler vector instead"),
     (8, {("heads/paraphrase.py", "pair_features"): "return torch.cat([u, v, u - v, u * v], -1)"}, "absolute value"),
+    (8, {("heads/paraphrase.py", "pair_features"): "return torch.cat([u, v, (u - v).abs(), u * v], 0)"},
+     "stacked along dim 0"),
     (8, {(S, "cosine_score"): "return F.cosine_similarity(u, v, dim=-1).clamp(min=0)"}, "without the factor 5"),
     (8, {(S, "cosine_score"): "return 5 * F.cosine_similarity(u, v, dim=-1)"}, "without the relu"),
     (9, {(T, "project_conflicting"): """
@@ -170,7 +176,22 @@ MISTAKES = [
         ("supervised_loss(real_logits, labels, labelled) - torch.log(pr).mean() - torch.log(1 - pf).mean()", True, "swapped"),
         ("-torch.log(1 - pr).mean() - torch.log(pf).mean()", True, "no supervised term"),
         ("supervised_loss(real_logits, labels, labelled) - torch.log(1 - pr).mean() - torch.log(pf).mean()", False,
-         "without the AC-GAN term")]],
+         "without the AC-GAN term"),
+        ("F.cross_entropy(real_logits[:, :-1], labels) - torch.log(1 - pr).mean() - torch.log(pf).mean()", True,
+         "every real row, labelled or not")]],
+    *[(11, {(G, "discriminator_loss"): f"""
+        pr, pf = torch.softmax(real_logits, -1)[:, -1], torch.softmax(fake_logits, -1)[:, -1]
+        loss = supervised_loss(real_logits, labels, labelled) - torch.log(1 - pr).mean() - torch.log(pf).mean()
+        return loss if fake_labels is None else loss {ac}"""}, hint) for ac, hint in [
+        ("+ F.cross_entropy(fake_logits, fake_labels)", "all k + 1 logits"),
+        ("- F.cross_entropy(fake_logits[:, :-1], fake_labels)", "AC-GAN term subtracted")]],
+    *[(11, {(G, "generator_loss"): f"""
+        pf = torch.softmax(fake_logits, -1)[:, -1]
+        loss = -torch.log(1 - pf).mean() + (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).mean()
+        return loss if fake_labels is None else loss {ac}"""}, hint) for ac, hint in [
+        ("", "without the AC-GAN term"),
+        ("+ F.cross_entropy(fake_logits, fake_labels)", "all k + 1 logits"),
+        ("- F.cross_entropy(fake_logits[:, :-1], fake_labels)", "AC-GAN term subtracted")]],
     *[(11, {(G, "generator_loss"): f"""
         pf = torch.softmax(fake_logits, -1)[:, -1]
         gap = real_features{detach}.mean(0) - fake_features.mean(0)
