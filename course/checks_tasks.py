@@ -136,6 +136,10 @@ def inputs_8(gen):
          "sst.out": torch.randn(6, 5, generator=gen), "sst.labels": torch.randint(0, 5, (6,), generator=gen),
          "quora.out": torch.randn(6, generator=gen), "quora.labels": torch.randint(0, 2, (6,), generator=gen),
          "sts.out": 5 * torch.rand(6, generator=gen), "sts.labels": 5 * torch.rand(6, generator=gen)}
+    # Both signs of the cosine in every draw (else relu and the factor 5 could go unseen): row 0
+    # nearly parallel, row 1 nearly opposite, the rest random.
+    t["v"][0] = t["u"][0] + 0.1 * t["v"][0]
+    t["v"][1] = -t["u"][1] + 0.1 * t["v"][1]
     return t, {}
 
 
