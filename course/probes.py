@@ -77,14 +77,11 @@ class Constant(nn.Module):
         return self.x
 
 
-def build_model(spec: dict, t: dict[str, Tensor], impl: str = "manual"):
-    """The student's BertModel with the checker's weights (Hugging Face names "w.*")."""
+def build_model(spec: dict, t: dict[str, Tensor]):
+    """The student's BertModel (the teaching path) with the checker's weights (Hugging Face names "w.*")."""
     from minbert import BertConfig, BertModel
     from minbert.checkpoint import hf_to_minbert
-    try:
-        model = BertModel(BertConfig(**spec["config"]), attn_implementation=impl)
-    except TypeError:  # attn_implementation still a config field
-        model = BertModel(BertConfig(**spec["config"], attn_implementation=impl))
+    model = BertModel(BertConfig(**spec["config"]))
     weights = {k[2:]: v for k, v in t.items() if k.startswith("w.")}
     model.load_state_dict(hf_to_minbert(weights, model))
     return model.eval()
@@ -120,9 +117,19 @@ def probe_1(t, spec, out, scratch):
     out.run("dropout", dropout)
 
 
+def torch_attention(attn: nn.Module) -> Callable:
+    """A stand-in for SelfAttention.attention(q, k, v, mask): PyTorch's own kernel, so that step 2
+    is graded independently of step 1."""
+    def attention(q, k, v, mask):
+        p = attn.attn_dropout.p if attn.training else 0.0
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return attention
+
+
 def probe_2(t, spec, out, scratch):
-    model = build_model(spec, t, impl="sdpa")  # the fused kernel: step 1 does not matter here
+    model = build_model(spec, t)
     layer, x = model.layers[0], t["x"]
+    layer.attn.attention = torch_attention(layer.attn)
     out.run("shape", lambda: {"y": layer(x, None)})
     out.run("unpadded", lambda: {"y": layer(x[:1], None)})
     out.run("padded", lambda: {"y": layer(x, t["additive"])})
