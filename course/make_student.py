@@ -20,17 +20,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .steps import PENDING, STEPS, fence_label
+from .gradescope import write_gradescope_zip
+from .steps import STEPS, fence_label
 
 # Built by concatenation so that this file's own lines never look like fences.
 BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:[ \t:].*)?)$")
 END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
-EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md"}  # instructor-only
+# Instructor-only: the grader suites hold complete alternative solutions (tests/grader_cases.py).
+EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md", "tests/grader_cases.py", "tests/test_graded_mistakes.py",
+           "tests/test_grader_security.py"}
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
              "out", "build", "dist", "student", ".whl"}
-ADAMW_VECTOR = "tests/graded/fixtures/adamw_reference.npy"  # the course vector, shipped with the scaffold
 
 
 class FenceError(ValueError):
@@ -147,10 +149,6 @@ def make_student(root: str | Path, out: str | Path, force: bool = False) -> list
             dest.write_text(stripped[rel], encoding="utf-8")
         else:
             shutil.copy2(root / rel, dest)
-    vector = root.parent / "shared" / "reference" / "adamw_reference.npy"
-    if vector.is_file() and not (out / ADAMW_VECTOR).exists():
-        (out / ADAMW_VECTOR).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(vector, out / ADAMW_VECTOR)
     if (out / "README.md").exists():
         (out / "README.md").rename(out / "PROJECT.md")
     (out / "README.md").write_text(student_readme(fences, (out / "PROJECT.md").exists()), encoding="utf-8")
@@ -162,14 +160,14 @@ def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
     for f in fences:
         where = f"`{f.path}`" + (f" `{f.function}`" if f.function else "")
         todo.setdefault(f.step, []).append(f"{where}: {f.label.split(': ', 1)[-1]}")
-    rows = [f"| {s.number} | {s.name} | {s.points:g} | `{s.module}` | {s.description.replace('|', chr(92) + '|')} |"
+    rows = [f"| {s.number} | {s.name} | {s.points:g} | `-k step{s.number:02d}` | {s.description.replace('|', chr(92) + '|')} |"
             for s in STEPS]
     total = sum(s.points for s in STEPS)
     parts = ["# minBERT assignment", "",
              "Build BERT from scratch. Each step below is a piece of code to write: find the",
              "`raise NotImplementedError(\"step N: ...\")` lines and replace each with your implementation.",
              "Keep the function signatures; docstrings and comments around them say what to compute.", "",
-             "| step | name | points | graded by | what |", "|---|---|---|---|---|", *rows,
+             "| step | name | points | debug with | what |", "|---|---|---|---|---|", *rows,
              f"| | **total** | **{total:g}** | | |", "", "## Where to write code", ""]
     for step in sorted(todo, key=lambda n: (n is None, n or 0)):
         parts.append(f"- step {step}:" if step is not None else "- not graded yet (later steps):")
@@ -177,11 +175,13 @@ def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
     parts += ["", "## Checking your work", "", "```bash",
               "python -m course.grade                 # every step, with a score table",
               "python -m course.grade --steps 1,2     # only some steps",
-              "python -m pytest tests/graded/test_step01_attention.py -x   # one step, full tracebacks",
+              "python -m pytest tests/graded -k step01            # one step, every failure in full",
+              "python -m pytest tests/graded -k step01 --pdb --raise   # stop in your code at the exception",
               "```", "",
-              "Each step is graded separately: points x (tests passed / tests in the step). A crash or a",
-              "hang costs only that step. The failure messages say what was expected and where your",
-              "output differs. Later steps build on earlier ones (step 5 runs your whole model).", "",
+              "Each step is graded separately, on fresh random inputs each time: points x (tests passed /",
+              "tests in the step). A crash or a hang costs only that step. The failure messages say what was",
+              "expected and where your output differs. Later steps build on earlier ones (step 5 runs your",
+              "whole model).", "",
               "## Rules", "",
               "- Write code only where a step raises NotImplementedError; do not edit tests/ or course/.",
               "- Do not import transformers (or copy its code) in minbert/: the point is to write it yourself.",
@@ -205,12 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for f in fences:
         print(f"{f.path}:{f.begin}-{f.end}  {f.label}")
-    orphans = [f for f in fences if f.step is None and f.path not in PENDING]
+    orphans = [f for f in fences if f.step is None]
     for f in orphans:
         print(f"warning: {f.path}:{f.begin}: fence belongs to no step (add it to course/steps.py)", file=sys.stderr)
     if args.gradescope:
-        from .gradescope import write_gradescope_zip  # imported here: gradescope.py imports this module
-        write_gradescope_zip(args.out.resolve(), fences, args.gradescope)
+        write_gradescope_zip(args.out.resolve(), sorted({f.path for f in fences}), args.gradescope)
         print(f"wrote {args.gradescope}")
     print(f"wrote the scaffold to {args.out} ({len(fences)} fences)")
     return 0

@@ -1,10 +1,11 @@
 """The graded steps: the single source of truth for numbers, names, points and what to implement.
 
-Each step is one test module in tests/graded/ plus the solution fences it grades. A fence is the
+Each step is a probe (course/probes.py, run on the student's code), a verdict (course/checks_*.py, run
+by the checker) and the solution fences it grades. A fence is the
 block between `# BEGIN SOLUTION` and `# END SOLUTION` comment lines (make_student.py replaces it with
 `raise NotImplementedError("step N: ...")`). Its label comes from the text after the marker
 (`# BEGIN SOLUTION step 7: mean pooling`) when there is one, otherwise from `fences` below, keyed by
-file and enclosing function. Adding a step = one test module + one row here.
+file and enclosing function. Adding a step = a probe, a verdict and one row here.
 """
 from __future__ import annotations
 
@@ -16,55 +17,54 @@ class Step:
     number: int
     name: str
     points: float
-    module: str                      # test module, relative to the tree being graded
     description: str                 # one line, for the score table and the student README
     # file -> {enclosing function -> what to implement there}; empty for a step with no code of its own
     fences: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 STEPS: list[Step] = [
-    Step(1, "Multi-head self-attention", 10, "tests/graded/test_step01_attention.py",
+    Step(1, "Multi-head self-attention", 10,
          "the additive padding mask and softmax(Q K^T / sqrt(head_size) + mask) V with dropout",
          {"minbert/attention.py": {
              "extended_attention_mask": "turn the (B, T) 0/1 padding mask into an additive (B, 1, 1, T) mask",
              "attention": "scaled dot-product attention softmax(q k^T / sqrt(head_size) + mask) v"}}),
-    Step(2, "Transformer layer", 10, "tests/graded/test_step02_layer.py",
+    Step(2, "Transformer layer", 10,
          "post-LN residual blocks: LN(x + attention), then LN(x + feed-forward)",
          {"minbert/layer.py": {
              "forward": "post-LN layer: x = LN(x + Dropout(attn(x))); x = LN(x + Dropout(FFN(x)))"}}),
-    Step(3, "Embeddings", 10, "tests/graded/test_step03_embeddings.py",
+    Step(3, "Embeddings", 10,
          "word + position + token-type embeddings, then LayerNorm and dropout",
          {"minbert/embeddings.py": {
              "forward": "sum word, position and token-type embeddings, then LayerNorm and dropout"}}),
-    Step(4, "BertModel and pooler", 10, "tests/graded/test_step04_model.py",
+    Step(4, "BertModel and pooler", 10,
          "the pooler tanh(dense([CLS])) and the whole model against the reference",
          {"minbert/model.py": {"forward": "the pooler: tanh of the dense layer applied to the [CLS] vector"}}),
-    Step(5, "Loading a pretrained checkpoint", 5, "tests/graded/test_step05_checkpoint.py",
+    Step(5, "Loading a pretrained checkpoint", 5,
          "from_pretrained / save_pretrained reproduce the reference outputs (needs steps 1-4)"),
-    Step(6, "AdamW", 15, "tests/graded/test_step06_adamw.py",
+    Step(6, "AdamW", 15,
          "Adam moments, bias correction and decoupled weight decay; the course test vector",
          {"minbert/optimizer.py": {
              "update": "one AdamW update: moments, bias-corrected step, decoupled weight decay"}}),
-    Step(7, "Sentiment classifier", 10, "tests/graded/test_step07_sentiment.py",
+    Step(7, "Sentiment classifier", 10,
          "masked mean pooling and the SST-5 head on the [CLS], mean or pooler vector",
          {"heads/pooling.py": {"mean_pool": "masked mean over the real tokens (B, T, C) -> (B, C)"},
           "heads/sentiment.py": {"forward": "pool (cls / mean / pooler), then self.classifier -> logits"}}),
-    Step(8, "Multitask heads and losses", 10, "tests/graded/test_step08_multitask_heads.py",
+    Step(8, "Multitask heads and losses", 10,
          "pair features [u, v, |u - v|, u * v], the cosine similarity score, the three task losses",
          {"heads/paraphrase.py": {"pair_features": "concatenate [u, v, |u - v|, u * v] -> (B, 4C)"},
           "heads/similarity.py": {"cosine_score": "5 * relu(cos(u, v)) -> (B,)"},
           "training/tasks.py": {"loss_from_output": "cross-entropy (sst), BCE with logits (quora), MSE (sts)"}}),
-    Step(9, "PCGrad", 10, "tests/graded/test_step09_pcgrad.py",
+    Step(9, "PCGrad", 10,
          "project each task gradient off the ones it conflicts with (Yu et al. 2020)",
          {"training/pcgrad.py": {"project_conflicting": "PCGrad: remove each conflicting component, "
                                                         "using the other tasks' original gradients"}}),
-    Step(10, "Distillation targets", 10, "tests/graded/test_step10_distillation.py",
+    Step(10, "Distillation targets", 10,
          "BAM! teacher annealing: the lambda schedule, gold/teacher mixed targets and the soft losses",
          {"training/distill_targets.py": {
              "annealed_lambda": "lambda = step / total_steps, clamped to [0, 1]",
              "mixed_targets": "lam * gold + (1 - lam) * teacher, gold one-hot (B, 5) for sst",
              "distill_loss": "soft cross-entropy (sst), BCE with logits on soft labels (quora), MSE (sts)"}}),
-    Step(11, "GAN-BERT losses", 10, "tests/graded/test_step11_gan.py",
+    Step(11, "GAN-BERT losses", 10,
          "semi-supervised GAN losses: labelled-only cross-entropy, D's real/fake terms, G's adversarial "
          "+ feature matching, the AC-GAN class terms",
          {"training/gan.py": {
@@ -74,12 +74,6 @@ STEPS: list[Step] = [
              "generator_loss": "-mean log(1 - p_fake(fake)) + feature matching (real features detached) "
                                "[+ CE(fake_logits[:, :k], fake_labels)]"}}),
 ]
-
-
-# Files with fences that no step grades yet (their steps are planned); the scaffold still strips them.
-# tests/test_course.py fails on a fence that is neither in a step nor here; remove a file from here
-# when its step's row is added above.
-PENDING: dict[str, str] = {}
 
 
 def get_steps(numbers: list[int] | None = None) -> list[Step]:
@@ -108,6 +102,5 @@ def fence_label(path: str, function: str | None, marker_text: str = "") -> tuple
         what = step.fences.get(path, {}).get(function or "")
         if what:
             return step.number, f"step {step.number}: {what}"
-    prefix = PENDING.get(path, "")
-    return None, f"{prefix + ': ' if prefix else ''}implement {function or 'this block'} in {path}"
+    return None, f"implement {function or 'this block'} in {path}"
 

@@ -1,0 +1,197 @@
+"""Cheating submissions earn nothing (issue 17). Each runs through the real autograder in the
+Gradescope layout (make_student --gradescope, unzipped under a temporary AUTOGRADER_ROOT, graded by
+its run_autograder), with the student's code as the unprivileged runner user. Every submission is
+honest everywhere except training/pcgrad.py (step 9), whose function implements nothing and whose
+import runs one trick: step 9 must earn 0 and step 10, graded after it, its full 10 points.
+
+Needs root (the privilege drop): without root these tests fail, they do not skip. Run with the
+other grader suites: `pytest -m grader`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from course.autograder import editable_files
+from course.gradescope import write_gradescope_zip
+from course.make_student import make_student
+from course.sandbox import RUNNER_USER, ensure_runner_user, user_processes
+from grader_cases import ROOT, replace_fences
+
+pytestmark = pytest.mark.grader
+PCGRAD = "training/pcgrad.py"
+SITE = [Path(p) for p in sys.path if p.endswith("site-packages")]
+
+FIND_AUTOGRADER = '''
+def _autograder_roots():
+    import os
+    roots = {"/autograder"}
+    for pid in os.listdir("/proc"):
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        if b"--root" in args and args.index(b"--root") + 1 < len(args):
+            roots.add(args[args.index(b"--root") + 1].decode())
+    return sorted(roots)
+'''
+
+FAKE_RESULTS = FIND_AUTOGRADER + '''
+import json as _json, os as _os
+for _root in _autograder_roots() + [_os.getcwd()]:
+    for _name, _text in (("results/results.json", _json.dumps({"score": 110, "tests": []})),
+                         ("results/junit.xml", '<testsuite tests="1"><testcase name="all"/></testsuite>')):
+        try:
+            _os.makedirs(_os.path.join(_root, "results"), exist_ok=True)
+            open(_os.path.join(_root, _name), "w").write(_text)
+        except OSError:
+            pass
+'''
+
+CHEATS = {
+    "os._exit(0) at import": "import os\nos._exit(0)\n",
+    "sys.exit(0) at import": "import sys\nsys.exit(0)\n",
+    "a fake results.json and JUnit file": FAKE_RESULTS,
+    "sleeping past the timeout": "import time\ntime.sleep(3600)\n",
+    "allocating all memory": (
+        "import torch\n_blocks = []\nwhile True:\n    _blocks.append(torch.empty(1 << 30, dtype=torch.uint8))\n"),
+    "an oversized answer": (
+        "import json, os, struct, sys\n"
+        "_answer = next(a for a in sys.argv if a.endswith('answer.safetensors'))\n"
+        "_h = json.dumps({'order.y': {'dtype': 'F32', 'shape': [1 << 40], 'data_offsets': [0, 4 << 40]}}).encode()\n"
+        "open(_answer, 'wb').write(struct.pack('<Q', len(_h)) + _h)\n"
+        "try:\n    open(_answer + '.big', 'wb').write(bytes(100 << 20))\nexcept OSError:\n    pass\n"
+        "os._exit(0)\n"),
+    "monkeypatching torch, numpy and pytest": (
+        "import numpy, torch\n"
+        "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
+        "torch.Tensor.__eq__ = lambda self, other: torch.ones((), dtype=torch.bool)\n"
+        "numpy.allclose = lambda *a, **k: True\n"
+        "import course.wire\ncourse.wire.MAX_BYTES = 1 << 40\n"
+        "try:\n    import _pytest.reports\n    _pytest.reports.TestReport.outcome = 'passed'\nexcept Exception:\n    pass\n"),
+    "a sitecustomize.py and .pth file where Python looks": (
+        "import os, site, sys\n"
+        "for _d in site.getsitepackages() + [site.getusersitepackages(), sys.path[0], os.getcwd()]:\n"
+        "    for _name in ('sitecustomize.py', 'zz_minbert_cheat.pth'):\n"
+        "        try:\n"
+        "            open(os.path.join(_d, _name), 'w').write('# planted by a cheating submission (harmless)\\n')\n"
+        "        except OSError:\n            pass\n"),
+    "rewriting course/, the tests and the fixtures": FIND_AUTOGRADER + (
+        "import os\nfrom pathlib import Path\n"
+        "_targets = [Path(__file__).resolve().parents[1]] + [Path(r) / 'source' / 'scaffold' for r in _autograder_roots()]\n"
+        "for _base in _targets:\n"
+        "    for _pattern in ('course/*.py', 'tests/graded/*.py', 'tests/fixtures/*'):\n"
+        "        for _p in _base.glob(_pattern):\n"
+        "            try:\n                _p.write_text('raise SystemExit(0)\\n')\n"
+        "            except OSError:\n                pass\n"),
+    "a setsid-detached process that outlives the step": FIND_AUTOGRADER + (
+        "import os, time\n"
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        for _ in range(600):\n"
+        "            for _root in _autograder_roots():\n"
+        "                try:\n"
+        "                    open(os.path.join(_root, 'results', 'results.json'), 'w').write('{\"score\": 110}')\n"
+        "                except OSError:\n                    pass\n"
+        "            time.sleep(0.1)\n"
+        "        os._exit(0)\n    os._exit(0)\n"),
+}
+
+
+def tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def autograder(tmp_path_factory) -> Path:
+    """The unzipped autograder (source/); the runner user exists (root needed: fails, not skips)."""
+    assert os.geteuid() == 0, "the grader security suite needs root: it tests the privilege drop"
+    ensure_runner_user(RUNNER_USER)
+    base = tmp_path_factory.mktemp("gradescope")
+    make_student(ROOT, base / "scaffold")
+    write_gradescope_zip(base / "scaffold", editable_files(), base / "autograder.zip")
+    with zipfile.ZipFile(base / "autograder.zip") as z:
+        z.extractall(base / "source")
+    for script in ("run_autograder", "setup.sh"):
+        (base / "source" / script).chmod(0o755)
+    return base / "source"
+
+
+def solution_files() -> dict[str, str]:
+    return {rel: (ROOT / rel).read_text() for rel in editable_files()}
+
+
+def run_autograder(source: Path, tmp: Path, files: dict[str, str], *args: str) -> dict:
+    """Grade `files` as a Gradescope submission; checks that nothing outlived or changed the grading."""
+    ag = tmp / "ag"
+    shutil.copytree(source, ag / "source")
+    for rel, text in files.items():
+        (ag / "submission" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ag / "submission" / rel).write_text(text)
+    before = tree_hash(ag / "source")
+    env = {"AUTOGRADER_ROOT": str(ag), "HOME": str(tmp), "LANG": "C.UTF-8",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", str(ag / "source" / "run_autograder"), *args], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import pwd
+    left = user_processes(pwd.getpwnam(RUNNER_USER).pw_uid)
+    assert not left, f"processes of {RUNNER_USER} outlived the grading: {left}"
+    assert tree_hash(ag / "source") == before, "the autograder's source folder was changed during grading"
+    planted = [p / name for p in SITE for name in ("sitecustomize.py", "zz_minbert_cheat.pth")
+               if (p / name).exists() and "cheating" in (p / name).read_text()]
+    for p in planted:
+        p.unlink()
+    assert not planted, f"a submission planted {planted}"
+    return json.loads((ag / "results" / "results.json").read_text())
+
+
+def scores(results: dict) -> dict[int, float]:
+    return {int(t["number"]): t["score"] for t in results["tests"]}
+
+
+@pytest.mark.parametrize("trick", list(CHEATS))
+def test_a_cheating_step_earns_nothing_and_the_honest_steps_earn_all(trick, autograder, tmp_path):
+    files = solution_files()
+    files[PCGRAD] = replace_fences(files[PCGRAD], PCGRAD, {"project_conflicting": "raise NotImplementedError('cheat')"})
+    files[PCGRAD] += "\n\n# ---- the cheat, run at import ----\n" + CHEATS[trick]
+    timeout = "20" if "sleep" in trick else "60"
+    results = run_autograder(autograder, tmp_path, files, "--steps", "9,10", "--timeout", timeout)
+    assert scores(results) == {9: 0, 10: 10}, results["output"]
+    assert results["score"] == 10 and results["extra_data"]["seed"] is not None, results["output"]
+
+
+def test_stored_fixture_outputs_earn_nothing(autograder, tmp_path):
+    """The scaffold ships tests/fixtures with transformers' outputs; the grader's inputs are fresh."""
+    files = solution_files()
+    path = "minbert/embeddings.py"
+    files[path] = replace_fences(files[path], path, {"forward": f'''
+        from minbert.safetensors import load_safetensors
+        for base in ({str(ROOT)!r}, "/autograder/source/scaffold"):
+            try:
+                stored = load_safetensors(base + "/tests/fixtures/tiny_reference.safetensors")["expected.embeddings"]
+                break
+            except Exception:
+                stored = torch.zeros(1, 1, 1)
+        return stored[:B, :T]
+    '''})
+    results = run_autograder(autograder, tmp_path, files, "--steps", "3,7")
+    assert scores(results) == {3: 0, 7: 10}, results["output"]
+
+
+def test_an_honest_submission_gets_full_marks_in_the_gradescope_layout(autograder, tmp_path):
+    results = run_autograder(autograder, tmp_path, solution_files())
+    assert results["score"] == results["max_score"] == 110, results["output"]
+    assert len(results["extra_data"]["grader_version"]) == 16
