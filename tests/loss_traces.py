@@ -67,7 +67,6 @@ CASES = {
 def make_checkpoint(d: Path) -> Path:
     """A 2-layer, hidden-32 BERT (dropout 0.1) with the real vocabulary, weights from one seeded stream."""
     from minbert import BertConfig, BertModel
-    from minbert.hub import embedded_dir
     from minbert.safetensors import load_safetensors, save_safetensors
     cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                      max_position_embeddings=128)
@@ -80,7 +79,7 @@ def make_checkpoint(d: Path) -> Path:
         weights[k] = w + 1.0 if k.endswith("LayerNorm.weight") else w
     save_safetensors(weights, d / "model.safetensors")
     for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(embedded_dir() / f, d / f)
+        shutil.copy(REPO / "tests" / "fixtures" / "tokenizer" / f, d / f)
     return d
 
 

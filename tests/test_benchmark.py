@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minbert import BertConfig
-from training import benchmark, benchmark_gpu, run_benchmark
+from training import benchmark, run_benchmark
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 TINY_ARGS = ["--model", "tiny", "--shapes", "8,sst-bucket,sst-random", "--reps", "2", "--warmup", "1",
@@ -92,7 +92,7 @@ def test_gpu_section_skips_cleanly_without_cuda(record):
 
 def test_gpu_code_path_runs_on_cpu_and_reports_mfu_fields():
     cfg = BertConfig(vocab_size=100, **benchmark.TINY)
-    row = benchmark_gpu.gpu_bench(cfg, torch.device("cpu"), batch_size=2, seq_len=8, reps=1, steps=1,
+    row = benchmark.gpu_bench(cfg, torch.device("cpu"), batch_size=2, seq_len=8, reps=1, steps=1,
                               peak=1.0, warmup=1)
     assert row["flops_per_seq"] > 0 and row["peak_tflops"] == 1.0
     for s in row["results"].values():
@@ -104,15 +104,15 @@ def test_flop_count_matches_the_formula():
     model = benchmark.BertModel(cfg)
     C, I, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, 16
     per_layer = (3 * C * C + 3 * C) + (C * C + C) + (C * I + I) + (I * C + C) + 4 * C  # qkv, proj, ffn, 2 LN
-    assert benchmark_gpu.train_flops_per_seq(model, T) == 6 * L * per_layer * T + 12 * L * T * T * C
+    assert benchmark.train_flops_per_seq(model, T) == 6 * L * per_layer * T + 12 * L * T * T * C
 
 
 def test_peak_lookup_prefers_the_specific_name():
-    assert benchmark_gpu.peak_tflops("NVIDIA H100 PCIe", None) == 756
-    assert benchmark_gpu.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989
-    assert benchmark_gpu.peak_tflops("NVIDIA L40S", None) == 362
-    assert benchmark_gpu.peak_tflops("Mystery GPU", None) is None
-    assert benchmark_gpu.peak_tflops("NVIDIA H100 PCIe", 123.0) == 123.0
+    assert benchmark.peak_tflops("NVIDIA H100 PCIe", None) == 756
+    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989
+    assert benchmark.peak_tflops("NVIDIA L40S", None) == 362
+    assert benchmark.peak_tflops("Mystery GPU", None) is None
+    assert benchmark.peak_tflops("NVIDIA H100 PCIe", 123.0) == 123.0
 
 
 def test_bad_section_is_rejected_with_its_name():

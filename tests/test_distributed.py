@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from minbert import BertModel
 from reliability_cases import FIXTURE_DATA, SCRIPT, base_argv, make_tiny_checkpoint
@@ -72,7 +73,7 @@ def single(ckpt, tmp_path_factory):
     return out
 
 
-def assert_same_weights(single, out):
+def assert_same_weights(single, out, tol: float = 1e-6):
     a_state, a = checkpointing.load(single / "last")
     b_state, b = checkpointing.load(out / "last")
     assert a_state["step"] == b_state["step"] and b_state["world_size"] == 2
@@ -80,7 +81,7 @@ def assert_same_weights(single, out):
     moved = max((a["model"][f"encoder.{k}"] - t).abs().max().item() for k, t in start.items())
     assert moved > 1e-4, "training should have moved the weights"
     worst = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
-    assert worst < 1e-6, f"DDP and single-process weights differ by {worst}"
+    assert worst < tol, f"DDP and single-process weights differ by {worst}"
 
 
 def ckpt_of(out):
@@ -113,6 +114,20 @@ def test_two_process_run_killed_and_resumed_still_matches(tmp_path, ckpt, single
     p = torchrun(ckpt, out, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert_same_weights(single, out)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="an NCCL run needs two CUDA devices")
+def test_two_process_nccl_run_matches_single_process_within_cuda_tolerance(tmp_path, ckpt, single):
+    """The same run as the gloo test, one GPU per rank and NCCL (distributed.init picks it for cuda).
+    CUDA is not bitwise deterministic here (atomics in the unpadding backward, NCCL's reduction
+    order) and the reference ran on the CPU, so the weights must agree to 1e-4, not 1e-6."""
+    out = tmp_path / "nccl"
+    cmd = torchrun_cmd(ckpt, out)
+    cmd[cmd.index("--device") + 1] = "cuda"
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_same_weights(single, out, tol=1e-4)
 
 
 def test_resume_refuses_another_number_of_processes(tmp_path, ckpt, monkeypatch):

@@ -6,7 +6,7 @@ import torch.nn as nn
 import minbert
 from minbert import BertConfig, BertModel
 from training.freezing import (count_trainable, freeze_embeddings, freeze_encoder, freeze_lower_layers,
-                               freeze_module, unfreeze_module)
+                               freeze_module)
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -85,15 +85,6 @@ def test_freeze_module_head_and_stale_grad():
     assert freeze_module(head) == sum(p.numel() for p in head.parameters())
     assert head.weight.grad is None
     assert_frozen_exactly(enc, head, {id(p) for p in head.parameters()})
-
-
-def test_unfreeze_restores_training():
-    enc, head = make()
-    total = count_trainable(enc)
-    freeze_encoder(enc)
-    unfreeze_module(enc)
-    assert count_trainable(enc) == total
-    assert_frozen_exactly(enc, head, set())
 
 
 def test_bad_arguments_raise():

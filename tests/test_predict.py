@@ -17,7 +17,7 @@ import torch
 
 from heads.multitask import MultitaskBert, read_run
 from minbert import BertModel, CheckpointError, Tokenizer
-from training import run_predict
+from training import run_predict, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data" / "course"
@@ -158,7 +158,7 @@ def test_sentences_on_the_command_line_print_labels_with_probabilities(run, caps
     assert len(lines) == len(SENTENCES)
     for line, p, sentence in zip(lines, probs, SENTENCES):
         label, details, text = line.split("\t")
-        assert text == sentence and label == run_predict.SST_LABELS[int(p.argmax())]
+        assert text == sentence and label == tasks.SST_LABELS[int(p.argmax())]
         shown = [float(part.rsplit(" ", 1)[1]) for part in details.split(", ")]
         np.testing.assert_allclose(shown, p.numpy(), atol=5e-4)  # printed with 3 decimals
     assert result["predictions"].tolist() == probs.argmax(-1).tolist()

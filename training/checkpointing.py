@@ -16,9 +16,6 @@ its files or the new one with its files, never a mix. The tensor files get fresh
 
 No pickle anywhere: loading a checkpoint parses JSON and safetensors, so a tampered checkpoint can
 fail to load but cannot run code.
-
-    save(out / "last", {"model": model.state_dict(), "optimizer": opt_tensors}, {"step": 500, ...})
-    state, tensors = load(out / "last")     # TrainingStateError naming the problem if unusable
 """
 from __future__ import annotations
 

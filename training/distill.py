@@ -16,8 +16,8 @@ from minbert.safetensors import load_safetensors, save_safetensors
 from training import checkpointing, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 from training.loop import Loop, fit
-from training.multitask import (best_key, build, build_model, eval_batches, evaluate, load_checkpoint, task_output,
-                                write_predictions)
+from training.multitask import (best_key, build, build_model, eval_batches, evaluate, load_checkpoint, loop_settings,
+                                task_output, write_predictions)
 from training.splits import load_split
 
 ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling")  # a teacher must match the student here
@@ -58,11 +58,7 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
         print(f"  {out_dir.name} dev " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         return best_key(scores, task_list), {"lambda": weight[0], **scores}
 
-    on_nonfinite = margs.on_nonfinite if margs.on_nonfinite != "auto" else ("skip" if margs.amp == "bf16" else "stop")
-    result = fit(Loop(model, [run.player], run.phases, losses, score, seed=margs.seed, alpha=margs.alpha,
-                      clip=margs.clip, on_nonfinite=on_nonfinite, max_skips=margs.max_skips,
-                      time_budget=margs.time_budget, log_every=margs.log_every, device=margs.device,
-                      desc=f"{out_dir.name} "))
+    result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
     out_dir.mkdir(parents=True, exist_ok=True)
     save_safetensors({k: v.cpu() for k, v in model.state_dict().items()}, out_dir / "model.safetensors")
     final = write_predictions(model, data, margs, run.tok.pad_id, out_dir / "predictions")

@@ -8,21 +8,13 @@ target and moves the weight from the teacher to the gold label as training goes 
     target = lambda * gold + (1 - lambda) * teacher,     lambda = step / total_steps   (0 -> 1)
 
 so early steps imitate the teacher (a smooth, easy target) and the last steps fit the gold labels,
-letting the student overtake its teachers. Per task (training/tasks.py heads and outputs):
-
-    sst   : gold class -> one-hot (B, 5); teacher probabilities softmax(logits) (B, 5); soft cross-entropy
-    quora : gold 0/1 (B,); teacher probability sigmoid(logit) (B,); binary cross-entropy with a soft target
-    sts   : gold score (B,); teacher score (B,); mean squared error on the mixed score
-
-With lambda = 1 every loss equals the plain gold-label loss of training/tasks.py.
+letting the student overtake its teachers. With lambda = 1 every loss equals the plain gold-label
+loss of training/tasks.py.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-NUM_SST_CLASSES = 5
-
 
 def annealed_lambda(step: int, total_steps: int) -> float:
     """Weight of the gold label after `step` optimizer steps out of `total_steps`: 0.0 at step 0,

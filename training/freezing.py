@@ -30,15 +30,6 @@ def freeze_module(module: nn.Module) -> int:
     return n
 
 
-def unfreeze_module(module: nn.Module) -> int:
-    """Undo freeze_module (e.g. for gradual unfreezing, Howard & Ruder 2018); returns scalars unfrozen."""
-    n = 0
-    for p in module.parameters():
-        p.requires_grad_(True)
-        n += p.numel()
-    return n
-
-
 def _check_encoder(encoder: nn.Module) -> None:
     if not (hasattr(encoder, "embeddings") and isinstance(getattr(encoder, "layers", None), nn.ModuleList)):
         raise ValueError(f"{type(encoder).__name__} has no `embeddings` and `layers`; pass the BertModel itself "

@@ -16,10 +16,8 @@ G also gets a class label y (noise + label embedding), and both players add CE(D
 G(z, y), y): D learns to classify fakes into the class they were generated for, G to produce fakes
 of that class. Generated embeddings are then class-conditioned instead of one undifferentiated cloud.
 
-Each loss updates only its own player. The public PyTorch port of GAN-BERT calls g_loss.backward()
-and d_loss.backward() on one graph and steps both optimizers, so the generator's loss also moves D
-and BERT (towards calling fakes real). gan_step takes each loss's gradient only with respect to its
-own player's parameters (torch.autograd.grad), so nothing leaks.
+Each loss updates only its own player (training/loop.backward). The public PyTorch port of GAN-BERT
+calls backward() of both losses on one graph, so the generator's loss also moves D and BERT.
 """
 from __future__ import annotations
 
@@ -159,10 +157,9 @@ def gan_step(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch
              d_params: list[torch.Tensor], d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer | None,
              fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, clip: float = 0.0,
              update_d: bool = True, update_g: bool = True) -> dict[str, float]:
-    """gan_losses, then each loss's gradient with respect to its own player's parameters only, then
-    both steps: the step of training/loop.py (where run_gan.py takes it), usable on its own.
-    d_params: D's parameters plus the trainable encoder parameters (what d_opt steps). update_d /
-    update_g switch either update off (the forward pass and the random draws stay the same)."""
+    """One GAN step outside the loop: gan_losses, then loop.backward (each loss into its own player),
+    clip, both steps. d_params: D's plus the trainable encoder parameters (what d_opt steps).
+    update_d / update_g switch either update off (the forward pass and the random draws stay)."""
     if update_g and g_opt is None:
         raise ValueError("update_g=True needs the generator's optimizer g_opt")
     d_loss, g_loss, stats = gan_losses(G, D, h_real, labels, labelled, fake_labels, noise)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minbert.safetensors import load_safetensors, save_safetensors
+from minbert.safetensors import load_safetensors
 from training import checkpointing, distributed
 from training.checkpointing import TrainingStateError
 from training.distributed import World
@@ -76,7 +76,7 @@ class Loop:
     smoothing: float = 0.98  # of the running losses shown and logged
     say: Callable = print
     desc: str = ""
-    save_best: Callable[[Path, dict], None] | None = None  # (best/, info) -> None; default: weights + options.json
+    save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
 
 
 # ----------------------------------------------------------------------------- the step
@@ -136,14 +136,6 @@ def nonfinite_error(loop: Loop, step: int, values: dict, norms: list[float], ski
 # ----------------------------------------------------------------------------- files
 
 
-def save_best(directory: Path, model: torch.nn.Module, info: dict) -> None:
-    """best/: the weights and what they scored (the one place best/ is written)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors",
-                     metadata={"base_model": str(info["options"].get("model"))})
-    checkpointing.atomic_write(directory / "options.json", json.dumps(info, indent=2))
-
-
 def save_last(loop: Loop, progress: dict) -> None:
     """last/: the whole training state (checkpointing.py), on rank 0, with every rank's RNG states."""
     rngs = distributed.all_gather_object(checkpointing.rng_state(loop.generators), loop.world)
@@ -156,8 +148,9 @@ def save_last(loop: Loop, progress: dict) -> None:
 
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
-              may_change: set[str]) -> dict:
-    """Restore model, optimizer, schedule and RNGs from last/ (made by save_last); returns its state."""
+              may_change: set[str], restore: Callable[[dict], None] = lambda state: None) -> dict:
+    """Restore model, optimizer, schedule, RNGs and (restore(state)) the trainer's part from last/
+    (made by save_last); returns its state."""
     state, tensors = checkpointing.load(last)
     checkpointing.check_resumable(state, options, world.world_size, last, may_change)
     try:
@@ -165,6 +158,7 @@ def load_last(last: Path, model, player: Player, generators: dict, world: World,
         checkpointing.load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])
         player.sched.load_state_dict(state["lr_schedule"])
         checkpointing.set_rng_state(state["rng"][world.rank], generators)
+        restore(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
         raise TrainingStateError(f"{last}: the checkpoint does not fit this run ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0]}); start again with --overwrite") from None
@@ -270,8 +264,7 @@ def fit(loop: Loop, log=None) -> dict:
                 if loop.out_dir is None:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif world.is_main:
-                    info = {"options": loop.options, "dev": row, "epoch": epoch + 1}
-                    (loop.save_best or (lambda d, i: save_best(d, model, i)))(loop.out_dir / "best", info)
+                    loop.save_best(loop.out_dir / "best", {"options": loop.options, "dev": row, "epoch": epoch + 1})
         if loop.out_dir:
             save_last(loop, progress(epoch + 1, 0, None, done=stopped or epoch + 1 == len(loop.phases)))
         if stopped:

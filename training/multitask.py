@@ -110,16 +110,23 @@ def build(args, world: World = World()) -> argparse.Namespace:
                               n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen)
 
 
+def loop_settings(args) -> dict:
+    """The training-loop settings that come straight from the multitask options (training/loop.Loop)."""
+    on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if args.amp == "bf16" else "stop")
+    return dict(seed=args.seed, alpha=args.alpha, clip=args.clip, on_nonfinite=on_nonfinite, max_skips=args.max_skips,
+                time_budget=args.time_budget, log_every=args.log_every, device=args.device)
+
+
 def autocast(args):
-    """The bf16 autocast context of --amp bf16 on this device type, or None."""
-    device_type = torch.device(args.device).type
-    return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if args.amp == "bf16" else None
+    """The context of --amp: bf16 autocast on this device type, or a null context."""
+    if args.amp != "bf16":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
 
 
 def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
     """The head output of one task batch. net: the model or its DDP wrapper (which must see forward())."""
-    amp = autocast(args)
-    with amp() if amp else contextlib.nullcontext():
+    with autocast(args)():
         return net(task, *tasks.inputs(to_device(batch, args.device)))
 
 

@@ -8,12 +8,7 @@ features that fine-tuning should disturb least, so they get geometrically smalle
     layers[l]      : lr * decay^(L - l)      l = 0 .. L-1, so the top layer gets lr * decay
     embeddings     : lr * decay^(L + 1)      lowest
 
-With decay = 1 every group gets lr (plain fine-tuning). Gradients are clipped with torch's own
-torch.nn.utils.clip_grad_norm_; nothing to write here.
-
-    groups = param_groups(model.bert, {"sst": sst_head, "para": para_head}, lr=2e-5, layer_decay=0.9)
-    opt = minbert.AdamW(groups, lr=2e-5)
-    sched = warmup_linear(opt, warmup_steps=500, total_steps=10_000)   # sched.step() after opt.step()
+With decay = 1 every group gets lr (plain fine-tuning).
 """
 from __future__ import annotations
 

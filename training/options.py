@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from training import tasks
+from training import splits, tasks
 
 # Presets fill in every option the user did not give. "full" is the default.
 PRESETS = {
@@ -40,6 +40,7 @@ def task_values(text: str, cast=float) -> dict[str, float]:
 
 # Options several commands share (run_multitask, run_classifier, run_gan), each defined once.
 SHARED = {
+    "--task": dict(choices=sorted(splits.NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes"),
     "--data-dir": dict(help="folder with the course CSV files (default: $MINBERT_DATA_DIR, then ../shared/data)"),
     "--model": dict(default="all-MiniLM-L6-v2", help="checkpoint: embedded name, local dir or hub name"),
     "--limit-train": dict(type=int, help="use a fixed random sample of at most N training examples (per task)"),
@@ -53,10 +54,10 @@ SHARED = {
                          "compute on padding); --no-unpad computes the whole padded batch, as transformers does"),
     "--warmup": dict(type=float, default=0.06, help="fraction of steps with linear LR warm-up (then linear decay)"),
     "--clip": dict(type=float, default=1.0, help="gradient norm clipping (0: off)"),
-    "--adamw": dict(choices=["fused", "graded"], default="fused",
-                    help="fused: minbert.AdamW through torch's fused kernel, coefficients rewritten to the course's "
-                         "update (equal to rounding; several times faster, docs/PERFORMANCE.md); graded: the "
-                         "course's per-parameter update, as students write it"),
+    "--adamw": dict(choices=["graded", "fused"], default="graded",
+                    help="graded (default): the course's per-parameter update, as students write it; fused: "
+                         "minbert.AdamW through torch's fused kernel with the coefficients rewritten to the same "
+                         "update (equal to rounding, a 4-5x faster optimizer step: docs/results/optimizer-bench.txt)"),
     "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..."),
     "--threads": dict(type=int, default=0, help="CPU threads for torch (0: torch's default)"),
 }

@@ -11,11 +11,6 @@ with, visiting the other tasks in a random order (Algorithm 1):
 
 and the update is the sum of the projected gradients. Only the *shared* parameters take part:
 a task head sees a single task's gradient, so it has nothing to conflict with.
-
-    losses = [loss_sst, loss_para, loss_sts]
-    stats = pcgrad_backward(losses, list(model.bert.parameters()),
-                            [list(h.parameters()) for h in heads], generator=g)
-    optimizer.step()
 """
 from __future__ import annotations
 

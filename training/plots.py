@@ -29,6 +29,13 @@ def _pyplot():
         return None
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def pca_2d(x: np.ndarray) -> np.ndarray:
     """(N, C) -> (N, 2): coordinates on the two leading principal axes (SVD of the centred data)."""
     x = np.asarray(x, dtype=np.float64)
@@ -68,16 +75,10 @@ def plot_sweep(summary: dict[str, dict[str, dict]], path: str | Path, title: str
         xs = [100 * float(f) for f in fr]
         ax.plot(xs, mean, marker="o", label=method)
         ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training examples (%)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xscale="log", xlabel="labelled training examples (%)", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_embeddings(real_2d: np.ndarray, real_labels: np.ndarray, fake_2d: np.ndarray, fake_labels: np.ndarray,
@@ -94,10 +95,7 @@ def plot_embeddings(real_2d: np.ndarray, real_labels: np.ndarray, fake_2d: np.nd
         ax.scatter(f[:, 0], f[:, 1], s=14, alpha=0.8, marker="x", color=colours(c), label=f"generated {c}")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2, markerscale=1.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def read_run_log(path: str | Path) -> tuple[dict[str, list[tuple[int, float]]], list[dict]]:
@@ -140,9 +138,8 @@ def plot_run(log_path: str | Path, path: str | Path, title: str | None = None):
                   marker="o" if len(points) < 20 else None)  # a short run logs few points: show each
     for row in dev:  # epoch ends, where the dev scores on the right were measured
         left.axvline(row["step"], color="grey", lw=0.8, ls=":")
-    left.set_xlabel("step (dotted: end of an epoch)")
-    left.set_ylabel("training loss (running average)")
-    left.set_title("training loss per task")
+    left.set(xlabel="step (dotted: end of an epoch)", ylabel="training loss (running average)",
+             title="training loss per task")
     left.grid(alpha=0.3)
     left.legend()
     metrics = {"sst": "sst accuracy", "quora": "quora accuracy", "sts": "sts Pearson", "overall": "overall"}
@@ -159,14 +156,9 @@ def plot_run(log_path: str | Path, path: str | Path, title: str | None = None):
     right.set_xticks(epochs)
     if epochs:
         right.set_xlim(min(epochs) - 0.2, max(epochs) + 0.6)  # room for the labels of the last epoch
-    right.set_xlabel("epoch")
-    right.set_ylabel("dev score")
-    right.set_title("dev scores after each epoch")
+    right.set(xlabel="epoch", ylabel="dev score", title="dev scores after each epoch")
     right.grid(alpha=0.3)
     right.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)

@@ -35,8 +35,8 @@ import torch
 
 from minbert import BertConfig, Tokenizer
 from training import benchmark
-from training.benchmark import cpu_batches, check_same_outputs, contenders, epoch_section, load_model, model_section
-from training.benchmark_gpu import gpu_bench, print_gpu
+from training.benchmark import (check_same_outputs, contenders, cpu_batches, epoch_section, gpu_bench, load_model,
+                                model_section)
 
 PAIRS, GOALS = benchmark.PAIRS, benchmark.GOALS
 
@@ -103,6 +103,18 @@ def print_epoch(ep: dict) -> None:
             print(f"{task:6s} {t['pairs']:13s} {scheme:12s} {r['batches']:7d} {r['real_tokens']:10d} "
                   f"{r['computed_tokens']:10d} {r['computed_over_real']:9.3f} {r['linear_over_real']:11.3f} "
                   f"{r['epoch_s_est']:13.1f}")
+
+
+def print_gpu(g: dict) -> None:
+    print(f"\n== GPU training step, bert-base shape, bf16 autocast + TF32 + fused AdamW"
+          f"{' + compile' if g['compile'] else ''}: {g['device']}, B={g['B']}, T={g['T']}, "
+          f"peak {g['peak_tflops']} TFLOP/s ==")
+    for n, s in g["results"].items():
+        mfu = f"{s['mfu']:.1%}" if s["mfu"] is not None else "n/a (pass --peak-tflops)"
+        print(f"{n:19s} {s['seq_per_s']:9.1f} seq/s  {s['tflops']:6.1f} TFLOP/s  MFU {mfu}  "
+              f"peak mem {s['peak_mem_gib']:.2f} GiB")
+    for k, v in g["ratios"].items():
+        print(f"{k}: {v:.3f}x")
 
 
 def check_targets(rec: dict) -> list[dict]:

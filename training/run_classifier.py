@@ -11,9 +11,8 @@ format to {predictions-dir}/{task}-{dev,test}-output.csv (header `id \\t Predict
 that run_multitask.py writes its sst files under the same names: give each its own --predictions-dir)
 and a JSON record (options, dev accuracy per epoch, wall time) to --json.
 
---labelled-fraction keeps a seeded random fraction of the training set (nested: the 1% examples are
-among the 2% ones for the same seed). run_gan.py draws its labelled examples with the same function
-(training/splits.py), so this is the plain fine-tuned baseline of the GAN-BERT sweep.
+--labelled-fraction draws the same examples as run_gan.py (training/splits.labelled_subset), so this
+is the plain fine-tuned baseline of the GAN-BERT sweep.
 """
 from __future__ import annotations
 
@@ -27,17 +26,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data.batching import clamp_max_length, encode_examples, to_device
-from data.datasets import load_task
+from data.batching import clamp_max_length, to_device
 from heads.sentiment import POOLINGS, SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
 from minbert.safetensors import save_safetensors
 from training import checkpointing, freezing, tasks
-from training.options import add_shared
+from training.options import add_shared, device_problems
 from training.loop import Loop, Player, fit
 from training.multitask import eval_batches
 from training.optim import param_groups, warmup_linear
-from training.splits import NUM_CLASSES, labelled_subset, sample
+from training.splits import NUM_CLASSES, labelled_subset, load_sentences
 from training.streams import TaskStream
 
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # a frozen encoder leaves only a linear layer to fit
@@ -57,7 +55,7 @@ class SentimentClassifier(nn.Module):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    add_shared(g, "--task")
     g.add_argument("--labelled-fraction", type=float, default=1.0,
                    help="train on a seeded random fraction of the training set, in (0, 1] (few-label baseline)")
     add_shared(g, "--data-dir", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows", max_length=128)
@@ -92,8 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--labelled-fraction must be in (0, 1], got {args.labelled_fraction}")
     if args.batch_size < 1 or args.epochs < 1 or (args.steps is not None and args.steps < 1):
         p.error("--batch-size, --epochs and --steps must be at least 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    for problem in device_problems(args.device):
+        p.error(problem)
     return args
 
 
@@ -120,13 +118,7 @@ def main(argv=None) -> dict:
     args.max_length = clamp_max_length(args.max_length, tok)
     model = SentimentClassifier(BertModel.from_pretrained(args.model, attn_implementation=args.attn, unpad=args.unpad),
                                 NUM_CLASSES[args.task], args.pooling, args.dropout).to(args.device)
-    data = {}
-    for split in ("train", "dev", "test"):
-        examples, skipped = load_task(args.task, split, args.data_dir, skip_bad=args.skip_bad_rows)
-        if skipped:
-            print(f"  {args.task}-{split}: skipped {skipped} bad rows")
-        limit = args.limit_train if split == "train" else args.limit_eval
-        data[split] = encode_examples(tok, sample(examples, limit), args.task, args.max_length)
+    data = load_sentences(args, tok)
     n_all = len(data["train"])
     data["train"] = [data["train"][i] for i in labelled_subset(n_all, args.labelled_fraction, args.seed)]
 

@@ -19,10 +19,8 @@ with --fixed-lambda. Tasks are sampled ~ |D|^0.75 per step and the encoder gets 
 baseline without distillation), annealed (Single->Multi), and fixed lambdas such as 0 and 0.5.
 Every run uses the same loop, seed, batches and task order, so only the targets differ.
 
-All other options are run_multitask.py's (see `python training/run_multitask.py --help`): --model,
---data-dir, --preset, --epochs, --lr, --layer-decay, --batch-size, --limit-train, --limit-eval,
---pair-mode, --sts-mode, --schedule, --alpha, --seed, --threads, --time-budget, ... (not --pcgrad,
---extra-epochs or --freeze). --time-budget stops a run early: lambda then never reaches 1.
+All other options are run_multitask.py's (`python training/run_multitask.py --help`), except
+--pcgrad, --extra-epochs and --freeze. --time-budget stops a run early: lambda then never reaches 1.
 """
 from __future__ import annotations
 

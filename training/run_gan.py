@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.batching import clamp_max_length, collate, encode_examples, to_device
-from data.datasets import load_task
+from data.batching import clamp_max_length, collate, to_device
 from heads.pooling import cls_pool, mean_pool
 from minbert import AdamW, BertModel, Tokenizer
 from training import checkpointing, plots, tasks
@@ -39,7 +38,7 @@ from training.gan import Discriminator, Generator, collapse_ratios, gan_losses, 
 from training.loop import Loop, Player, fit
 from training.optim import param_groups, warmup_linear
 from training.options import add_shared
-from training.splits import NUM_CLASSES, labelled_subset, sample
+from training.splits import NUM_CLASSES, labelled_subset, load_sentences
 from training.streams import TaskStream
 
 METHODS = ("plain", "gan", "acgan")
@@ -49,7 +48,7 @@ FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("experiment")
-    g.add_argument("--task", choices=sorted(NUM_CLASSES), default="sst", help="sst: 5 classes; cfimdb: 2 classes")
+    add_shared(g, "--task")
     g.add_argument("--method", choices=METHODS, default="gan", help="single run: plain, gan (GAN-BERT) or acgan")
     g.add_argument("--labelled", type=float, default=0.1, help="single run: fraction of training examples with labels")
     g.add_argument("--seed", type=int, default=1, help="single run: labelled subset, init, batches, noise")
@@ -62,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="2-D projection (tsne needs scikit-learn)")
     g.add_argument("--plot-samples", type=int, default=1000, help="real and generated points in the embeddings plot")
     g = p.add_argument_group("data and model")
-    add_shared(g, "--data-dir", "--model", "--limit-train", "--limit-eval", "--max-length", max_length=128)
+    add_shared(g, "--data-dir", "--model", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows",
+               max_length=128)
     g.add_argument("--pooling", choices=["cls", "mean", "pooler"], default="mean",
                    help="real sentence embedding (mean: all-MiniLM-L6-v2 was trained on it; frozen [CLS] is weak)")
     g.add_argument("--freeze-encoder", action="store_true",
@@ -128,11 +128,7 @@ def load(args) -> dict:
     tok = Tokenizer.from_pretrained(args.model)
     args.max_length = clamp_max_length(args.max_length, tok)
     encoder = BertModel.from_pretrained(args.model, attn_implementation="sdpa").to(args.device)
-    data = {}
-    for split in ("train", "dev", "test"):
-        examples, _ = load_task(args.task, split, args.data_dir)
-        limit = args.limit_train if split == "train" else args.limit_eval
-        data[split] = encode_examples(tok, sample(examples, limit), args.task, args.max_length)
+    data = load_sentences(args, tok)
     env = {"tok": tok, "encoder": encoder, "data": data, "k": NUM_CLASSES[args.task],
            "labels": torch.tensor([e["label"] for e in data["train"]])}
     if args.freeze_encoder:
@@ -215,9 +211,11 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     D.eval()
     G.eval()
 
-    def embeddings(split):
-        return cached[split] if cached is not None else embed_all(encoder, data[split], tok.pad_id, args.pooling,
-                                                                  args.device)
+    def embeddings(split: str, idx: list[int] | None = None) -> torch.Tensor:  # (N or len(idx), C)
+        if cached is not None:
+            return cached[split] if idx is None else cached[split][idx]
+        rows = data[split] if idx is None else [data[split][i] for i in idx]
+        return embed_all(encoder, rows, tok.pad_id, args.pooling, args.device)
 
     with torch.no_grad():
         preds = {s: D(embeddings(s).to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s in ("dev", "test")}
@@ -225,12 +223,9 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
               "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
               "log": log, "seconds": round(time.time() - t0, 1)}
-    if method != "plain":
-        def train_embeddings(idx):  # only the sampled rows: embedding all of SST with a live encoder is slow
-            if cached is not None:
-                return cached["train"][idx]
-            return embed_all(encoder, [data["train"][i] for i in idx], tok.pad_id, args.pooling, args.device)
-        record["collapse"] = embedding_report(args, env, G, D, train_embeddings, method, fraction, seed)
+    if method != "plain":  # only sampled train rows: embedding all of SST with a live encoder is slow
+        record["collapse"] = embedding_report(args, env, G, D, lambda idx: embeddings("train", idx), method,
+                                              fraction, seed)
     if write_files:
         for s in ("dev", "test"):
             tasks.write_predictions(Path(args.out_dir) / "predictions" / f"{args.task}-{s}-output.csv", "sst",

@@ -12,7 +12,7 @@ prediction files predictions/{sst,para,sts}-{dev,test}-output.csv from that best
 Every --save-every steps the whole training state goes to out_dir/last/ (crash-safe, see
 training/checkpointing.py); --resume continues from it and ends with the same weights as a run
 that was never interrupted. Bad input (data, checkpoint, options) stops the run before anything
-Ctrl-C or SIGTERM stops a run with its last checkpoint whole and says how to resume.
+is written, naming the input and the fix; Ctrl-C or SIGTERM stops it with its last checkpoint whole.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import best_key, build, evaluate, task_output, write_predictions
+from training.multitask import best_key, build, evaluate, loop_settings, task_output, write_predictions
 
 
 def parse_args(argv=None):
@@ -42,15 +42,14 @@ def prepare(args, world):
     run = build(args, world)
     run.state, run.say = {}, say
     last = Path(args.out_dir) / "last"
+
+    def restore_streams(state: dict) -> None:
+        for t in args.tasks:
+            run.streams[t].load_state_dict(state["streams"][t])
+
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS)
-        try:
-            for t in args.tasks:
-                run.streams[t].load_state_dict(run.state["streams"][t])
-        except (KeyError, ValueError) as e:
-            raise checkpointing.TrainingStateError(f"{last}: the checkpoint does not fit this run ({e}); start "
-                                                   "again with --overwrite") from None
+                              options.RUNTIME_OPTIONS, restore_streams)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
@@ -107,11 +106,9 @@ def train_and_predict(run, args, world) -> dict:
         say("  dev " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         return best_key(scores, args.tasks), scores
 
-    on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if args.amp == "bf16" else "stop")
-    loop = Loop(model, [run.player], run.phases, losses, score, seed=args.seed, alpha=args.alpha, clip=args.clip,
-                pcgrad=run.pcgrad, on_nonfinite=on_nonfinite, max_skips=args.max_skips, time_budget=args.time_budget,
-                out_dir=Path(args.out_dir), save_every=args.save_every, log_every=args.log_every, options=vars(args),
-                world=world, device=args.device, state=run.state, generators={"pcgrad": run.pcgrad_gen},
+    loop = Loop(model, [run.player], run.phases, losses, score, pcgrad=run.pcgrad, out_dir=Path(args.out_dir),
+                save_every=args.save_every, options=vars(args), world=world, state=run.state,
+                generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
                 extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
                 save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]))
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None

@@ -26,20 +26,20 @@ import torch
 from tqdm import tqdm
 
 from data.batching import collate, encode_examples, example_lengths, to_device
-from data.datasets import PAIR_TASKS, load_quora, load_sst, load_sts
+from data.datasets import load_cfimdb, load_quora, load_sst, load_sts
 from heads.multitask import MultitaskBert, read_run
 from minbert import Tokenizer
+from training import tasks
 from training.tasks import TASKS, predictions, write_predictions
 
-SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")  # SST-5 classes 0..4
-LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts}
+LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts, "cfimdb": load_cfimdb}  # by data set
 PROGRESS_MIN = 256  # a progress bar for more items than this (4 batches of the default size)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, type=Path, help="a run's best/ folder (or the run's --out-dir)")
-    p.add_argument("--task", required=True, choices=list(LOADERS), help="which head answers")
+    p.add_argument("--task", required=True, choices=list(TASKS), help="which head answers")
     p.add_argument("sentences", nargs="*", help="sentences to label (pair tasks: consecutive arguments pair up); "
                    "without them and without --input, items are read from stdin")
     p.add_argument("--input", type=Path, help="a course-format CSV (tab-separated; labels optional)")
@@ -61,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def items_from_text(task: str, sentences: list[str], lines: list[str] | None) -> list[dict]:
     """Command-line sentences or stdin lines -> examples {"id", "sentence"} / {"id", "sentence1", "sentence2"}."""
-    pair = task in PAIR_TASKS
+    pair = TASKS[task].pair
     if lines is None:  # the command line
         if pair and len(sentences) % 2:
             raise ValueError(f"--task {task} compares two sentences: give an even number of arguments "
@@ -87,30 +87,18 @@ def run_head(model: MultitaskBert, tok: Tokenizer, task: str, examples: list[dic
              batch_size: int, device: str) -> torch.Tensor:
     """The head's raw output for every example, in the examples' order: sst logits (N, 5), quora
     logits (N,), sts scores (N,). Batches hold similar lengths (little padding)."""
-    cross = task in PAIR_TASKS and (model.pair_mode if task == "quora" else model.sts_mode) == "cross"
-    encoded = encode_examples(tok, examples, task, max_length=max_length, cross_encoder=cross)
+    encoded = encode_examples(tok, examples, TASKS[task].data, max_length=max_length,
+                              cross_encoder=tasks.is_cross(task, model))
     order = np.argsort(example_lengths(encoded), kind="stable")
     outputs: list[torch.Tensor] = []
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=f"predict {task}", disable=len(order) <= PROGRESS_MIN):
         batch = to_device(collate([encoded[i] for i in order[start:start + batch_size]], tok.pad_id), device)
-        inputs = [batch["inputs"]] if "inputs" in batch else [batch["inputs1"], batch["inputs2"]]
-        outputs.append(model(task, *inputs).float().cpu())
+        outputs.append(model(task, *tasks.inputs(batch)).float().cpu())
     out = torch.cat(outputs)
     result = torch.empty_like(out)
     result[torch.as_tensor(order)] = out  # back to the input order
     return result
-
-
-def describe(task: str, out: torch.Tensor) -> str:
-    """One row of the head's output, for people."""
-    if task == "sst":
-        probs = out.softmax(-1).tolist()
-        return SST_LABELS[int(out.argmax())] + "\t" + ", ".join(f"{n} {p:.3f}" for n, p in zip(SST_LABELS, probs))
-    if task == "quora":
-        p = torch.sigmoid(out).item()
-        return f"{'paraphrase' if p > 0.5 else 'not a paraphrase'}\t{p:.3f}"
-    return f"{out.item():.3f}"
 
 
 def main(argv=None) -> dict:
@@ -132,12 +120,12 @@ def predict(args) -> dict:
     model = MultitaskBert.from_run(info["directory"]).to(args.device)
     tok = Tokenizer.from_pretrained(info["directory"])
     if args.input:
-        examples = LOADERS[args.task](args.input).examples
+        examples = LOADERS[TASKS[args.task].data](args.input).examples
     else:
         lines = None
         if not args.sentences:
             if sys.stdin.isatty():
-                print("type one item a line" + (" (two sentences separated by a tab)" if args.task in PAIR_TASKS
+                print("type one item a line" + (" (two sentences separated by a tab)" if TASKS[args.task].pair
                                                 else "") + "; Ctrl-D to finish", file=sys.stderr)
             lines = sys.stdin.readlines()
         examples = items_from_text(args.task, args.sentences, lines)
@@ -152,13 +140,13 @@ def predict(args) -> dict:
         write_predictions(args.output, args.task, ids, preds)
         print(f"{len(ids)} predictions in {args.output}", file=sys.stderr)
     else:
-        keys = ("sentence1", "sentence2") if args.task in PAIR_TASKS else ("sentence",)
+        keys = ("sentence1", "sentence2") if TASKS[args.task].pair else ("sentence",)
         for e, row in zip(examples, out):
-            print(describe(args.task, row) + "\t" + "\t".join(e[k] for k in keys))
+            print(TASKS[args.task].describe(row) + "\t" + "\t".join(e[k] for k in keys))
     if all("label" in e for e in examples):
         result["score"] = TASKS[args.task].metric(preds, np.array([e["label"] for e in examples]))
-        name = "Pearson r" if args.task == "sts" else "accuracy"
-        print(f"{args.task} {name} {result['score']:.4f} on {len(examples)} labelled examples", file=sys.stderr)
+        print(f"{args.task} {TASKS[args.task].metric_name} {result['score']:.4f} on {len(examples)} labelled "
+              "examples", file=sys.stderr)
     return result
 
 

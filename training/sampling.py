@@ -9,11 +9,6 @@ than STS):
   alpha = 0 is uniform, values in between shift steps toward the small tasks.
 - "sequential": all of task A's batches, then all of B's, ... (e.g. extra epochs on one task after
   multitask training). Forgetting of the earlier tasks is the known risk.
-
-    sched = TaskScheduler({"sst": 267, "para": 5000, "sts": 189}, "proportional", steps=10_000, seed=0)
-    for step, task in enumerate(sched):
-        batch = next(iters[task])
-    torch.save({"sched": sched.state_dict(), ...}, "ckpt.pt")   # resume: sched.load_state_dict(...)
 """
 from __future__ import annotations
 

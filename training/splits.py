@@ -33,16 +33,28 @@ def labelled_subset(n: int, fraction: float, seed: int) -> list[int]:
     return sorted(order[:max(1, math.ceil(fraction * n))].tolist())
 
 
+def load_examples(args, data: str, split: str, fraction: float = 1.0) -> list[dict]:
+    """One split of a data set, bad rows skipped if --skip-bad-rows, limited by --limit-train /
+    --limit-eval (and a training fraction)."""
+    examples, skipped = load_task(data, split, args.data_dir, skip_bad=args.skip_bad_rows)
+    if skipped:
+        print(f"  {data}-{split}: skipped {skipped} bad rows")
+    limit = args.limit_train if split == "train" else args.limit_eval
+    if fraction < 1.0:
+        limit = min(limit or len(examples), max(1, round(len(examples) * fraction)))
+    return sample(examples, limit)
+
+
 def load_split(args, tok, task: str, split: str) -> list[dict]:
     """One split of a task of the table, limited and encoded as the multitask options say."""
-    examples, skipped = load_task(tasks.TASKS[task].data, split, args.data_dir, skip_bad=args.skip_bad_rows)
-    if skipped:
-        print(f"  {task}-{split}: skipped {skipped} bad rows")
-    limit = args.limit_train if split == "train" else args.limit_eval
-    if split == "train" and args.train_fraction < 1.0:
-        limit = min(limit or len(examples), max(1, round(len(examples) * args.train_fraction)))
-    examples = sample(examples, limit)
+    examples = load_examples(args, tasks.TASKS[task].data, split, args.train_fraction if split == "train" else 1.0)
     if split == "train" and args.augment_symmetric and tasks.TASKS[task].pair:
         examples = examples + [dict(e, sentence1=e["sentence2"], sentence2=e["sentence1"]) for e in examples]
     return encode_examples(tok, examples, tasks.TASKS[task].data, max_length=args.max_length,
                            cross_encoder=tasks.is_cross(task, args))
+
+
+def load_sentences(args, tok) -> dict[str, list[dict]]:
+    """Train, dev and test of the single-sentence data set --task (run_classifier, run_gan), encoded."""
+    return {s: encode_examples(tok, load_examples(args, args.task, s), args.task, args.max_length)
+            for s in ("train", "dev", "test")}

@@ -21,10 +21,7 @@ numbers of examples, even none. `next()` therefore also returns a loss weight n_
 a task loss is a mean over the local examples, and DDP *averages* gradients over ranks, so scaling
 each rank's mean by its weight makes the average the mean over the global batch. A rank left empty
 trains on one example with weight 0: it still runs forward and backward, as the collective
-all-reduce requires, but contributes nothing.
-
-This is the one endless batch iterator of training/: the classifier, distillation and GAN-BERT
-(whose plain shuffled passes come from `order`) draw their batches from it too.
+all-reduce requires, but contributes nothing. GAN-BERT's plain shuffled passes come from `order`.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ The course's overall score averages the three, mapping Pearson from [-1, 1] to [
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ class Task:
     output: tuple[str, str, str]  # course prediction file prefix, its column header, value format
     cross_option: str | None = None  # the option whose value "cross" makes pairs one [CLS] a [SEP] b [SEP]
     head: Callable[[int, object], nn.Module] | None = None  # (hidden size, options) -> head, if MultitaskBert lacks it
+    describe: Callable[[torch.Tensor], str] = lambda out: f"{out.item():.3f}"  # one output row, for people
+    metric_name: str = "accuracy"
 
 
 def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -61,15 +64,30 @@ def pearson(preds: np.ndarray, labels: np.ndarray) -> float:
     return float(np.corrcoef(preds, labels)[0, 1])
 
 
+SST_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")  # SST-5 classes 0..4
+
+
+def describe_sst(out: torch.Tensor) -> str:
+    probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(SST_LABELS, out.softmax(-1).tolist()))
+    return f"{SST_LABELS[int(out.argmax())]}\t{probs}"
+
+
+def describe_quora(out: torch.Tensor) -> str:
+    p = torch.sigmoid(out).item()
+    return f"{'paraphrase' if p > 0.5 else 'not a paraphrase'}\t{p:.3f}"
+
+
 # Column headers as in the course (Similiary sic).
 TASKS: dict[str, Task] = {
     "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
-                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}")),
+                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst),
     "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
                   lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
-                  accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode"),
+                  accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode",
+                  describe=describe_quora),
     "sts": Task("sts", True, lambda out, y: loss_from_output("sts", out, y), lambda out: out.clamp(0.0, 5.0),
-                pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode"),
+                pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode",
+                metric_name="Pearson r"),
 }
 COURSE_TASKS = ("sst", "quora", "sts")
 
@@ -92,13 +110,13 @@ def inputs(batch: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=None) -> tuple[list, np.ndarray,
-                                                                                           np.ndarray | None]:
+def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=contextlib.nullcontext
+            ) -> tuple[list, np.ndarray, np.ndarray | None]:
     """Run forward(*inputs) over collated batches in eval mode: (ids, float32 outputs, labels or None).
     forward: e.g. lambda *x: model("sst", *x). The caller puts the model in eval mode."""
     ids, outs, labels = [], [], []
     for batch in batches:
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+        with autocast():
             out = forward(*inputs(to_device(batch, device)))
         outs.append(out.float().cpu().numpy())
         ids += batch["ids"]
