@@ -3,7 +3,10 @@
     python tests/make_fixtures.py      # needs transformers; rewrites tests/fixtures/*
 
 Each fixture holds inputs and what transformers' BertModel computes from them, so that a student's
-environment (torch + tokenizers only) can still check every component against the reference.
+environment (torch + tokenizers only) can still check every component against the reference. The
+safetensors metadata records the transformers and torch versions they were made with;
+tests/test_fixture_provenance.py recomputes every fixture live (where transformers is installed)
+with the functions below and compares, so a stale fixture fails there.
 """
 from __future__ import annotations
 
@@ -23,9 +26,16 @@ from minbert.safetensors import save_safetensors  # noqa: E402
 from reference import FIXTURES, SENTENCES, TINY, hf_intermediates, hf_model_from, tiny_inputs  # noqa: E402
 
 
-def tiny_fixture() -> None:
+def provenance() -> dict[str, str]:
+    import transformers
+    return {"made_by": "tests/make_fixtures.py", "transformers": transformers.__version__,
+            "torch": torch.__version__.split("+")[0]}
+
+
+def tiny_tensors() -> dict[str, torch.Tensor]:
+    """A random tiny BERT's weights (HF names), inputs with padding, and transformers' intermediates."""
     torch.manual_seed(0)
-    model = BertModel(BertConfig(**TINY)).eval()
+    model = BertModel(BertConfig(**TINY)).eval()  # only a source of random weights: the outputs are HF's
     # Non-trivial LayerNorm and bias values, so a swapped weight/bias cannot pass by accident.
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -37,11 +47,15 @@ def tiny_fixture() -> None:
     tensors = {f"weights.{k}": v for k, v in minbert_to_hf(model.state_dict(), model.config).items()}
     tensors.update({f"inputs.{k}": v for k, v in inputs.items()})
     tensors.update({f"expected.{k}": v for k, v in expected.items()})
-    save_safetensors(tensors, FIXTURES / "tiny_reference.safetensors", metadata={"made_by": "tests/make_fixtures.py"})
+    return tensors
+
+
+def tiny_fixture() -> None:
+    save_safetensors(tiny_tensors(), FIXTURES / "tiny_reference.safetensors", metadata=provenance())
     (FIXTURES / "tiny_config.json").write_text(json.dumps(TINY, indent=2) + "\n")
 
 
-def minilm_fixture() -> None:
+def minilm_tensors() -> dict[str, torch.Tensor]:
     """Real text through the embedded checkpoint: the reference tokenizer's ids and the model's outputs."""
     from transformers import BertModel as HFBert
     from transformers import BertTokenizerFast
@@ -64,7 +78,11 @@ def minilm_fixture() -> None:
     long = tok(["word " * 40], ["other " * 10], truncation="longest_first", max_length=16, return_tensors="pt")
     tensors["truncated.input_ids"] = long["input_ids"]
     tensors["truncated.token_type_ids"] = long["token_type_ids"]
-    save_safetensors(tensors, FIXTURES / "minilm_reference.safetensors", metadata={"made_by": "tests/make_fixtures.py"})
+    return tensors
+
+
+def minilm_fixture() -> None:
+    save_safetensors(minilm_tensors(), FIXTURES / "minilm_reference.safetensors", metadata=provenance())
 
 
 if __name__ == "__main__":

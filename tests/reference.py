@@ -60,22 +60,37 @@ def tiny_inputs(seed: int = 0, B: int = 3, T: int = 11) -> dict[str, torch.Tenso
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+# The only settings the reference takes from our model: its shape. Everything else (GELU kind,
+# LayerNorm eps, pad id, ...) is transformers' own BERT default, so a wrong default in minbert's
+# BertConfig shows up as a mismatch instead of being copied into the reference.
+SHAPE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "type_vocab_size")
+
+
 def hf_model_from(model: BertModel, attn_implementation: str = "eager"):
-    """A transformers BertModel holding exactly `model`'s weights (live reference)."""
+    """A transformers BertModel of `model`'s shape holding exactly its weights (live reference)."""
     from transformers import BertConfig as HFConfig
     from transformers import BertModel as HFBert
-    cfg = HFConfig(**model.config.to_dict(), attn_implementation=attn_implementation)
+    cfg = HFConfig(**{k: getattr(model.config, k) for k in SHAPE}, attn_implementation=attn_implementation)
     hf = HFBert(cfg)
     missing, unexpected = hf.load_state_dict(minbert_to_hf(model.state_dict(), model.config), strict=False)
     assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
     return hf.eval()
 
 
+def hf_additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) 1/0 -> (B, 1, 1, T) additive mask for one transformers BertLayer, written out here as
+    transformers' get_extended_attention_mask made it (not minbert's extended_attention_mask, a graded
+    step: the reference must not share its mistakes)."""
+    keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
 @torch.no_grad()
 def hf_intermediates(hf, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Embeddings, the first attention block, the first layer, and the whole model, from transformers."""
     emb = hf.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
-    mask = extended_attention_mask(inputs["attention_mask"], emb.dtype)  # (B, 1, 1, T) additive, as HF eager
+    mask = hf_additive_mask(inputs["attention_mask"], emb.dtype)
     attn = hf.encoder.layer[0].attention(emb, attention_mask=mask)[0]
     layer = hf.encoder.layer[0](emb, attention_mask=mask)
     layer = layer[0] if isinstance(layer, tuple) else layer

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minbert.safetensors import load_safetensors
-from training import options, run_distill, tasks
+from training import options, run_distill
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -53,6 +54,12 @@ def test_mixed_targets_reject_bad_input():
         mixed_targets("nli", torch.zeros(2), torch.zeros(2), 0.5)
 
 
+# The plain task losses, from PyTorch (not the project's training/tasks.py, a graded step).
+PLAIN_LOSS = {"sst": lambda out, y: F.cross_entropy(out, y),
+              "quora": lambda out, y: F.binary_cross_entropy_with_logits(out, y.float()),
+              "sts": lambda out, y: F.mse_loss(out, y.float())}
+
+
 def test_with_gold_targets_the_loss_is_the_plain_task_loss():
     torch.manual_seed(0)
     cases = {"sst": (torch.randn(4, 5), torch.tensor([0, 4, 2, 2]), torch.rand(4, 5).softmax(-1)),
@@ -60,7 +67,7 @@ def test_with_gold_targets_the_loss_is_the_plain_task_loss():
              "sts": (torch.rand(4) * 5, torch.tensor([0.5, 4.0, 2.2, 3.0]), torch.rand(4) * 5)}
     for task, (out, gold, teacher) in cases.items():
         target = mixed_targets(task, gold, teacher, 1.0)
-        torch.testing.assert_close(distill_loss(task, out, target), tasks.loss_from_output(task, out, gold))
+        torch.testing.assert_close(distill_loss(task, out, target), PLAIN_LOSS[task](out, gold))
 
 
 def test_soft_losses_match_hand_computation():

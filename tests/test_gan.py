@@ -1,6 +1,7 @@
 """GAN-BERT / AC-GAN-BERT (training/gan.py): shapes, the losses against hand computation, that each
 player's loss moves only its own parameters, and run_gan.py end to end on the fixture files."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,16 +201,25 @@ def test_each_method_runs_and_writes_predictions_and_a_record(tmp_path, tiny_che
     assert json.loads((tmp_path / "result.json").read_text())["dev_acc"] == result["dev_acc"]
 
 
-def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, capsys):
+def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    # Without matplotlib (an optional extra; made missing here, whether installed or not): no PNG, one hint.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.setattr(plots, "_WARNED", False)
     result = run(tmp_path, tiny_checkpoint, "--sweep", "--fractions", "0.5,1", "--seeds", "1", "--freeze-encoder")
     assert len(result["runs"]) == 2 * 3
     assert set(result["summary"]) == {"plain", "gan", "acgan"}
     assert all(set(by) == {"0.5", "1"} and all(v["n"] == 1 for v in by.values()) for by in result["summary"].values())
     assert (tmp_path / "sweep.json").is_file()
-    if plots._pyplot() is None:
-        assert "pip install matplotlib" in capsys.readouterr().out or plots._WARNED
-    else:
-        assert (tmp_path / "sweep-sst.png").is_file()
+    assert capsys.readouterr().out.count("pip install matplotlib") == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_sweep_plot_is_a_png_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")  # the optional [plots] extra
+    summary = {m: {"0.5": {"mean": 0.4, "std": 0.1, "n": 2}, "1": {"mean": 0.6, "std": 0.0, "n": 2}}
+               for m in ("plain", "gan")}
+    path = plots.plot_sweep(summary, tmp_path / "sweep.png", "sst")
+    assert path is not None and (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_plain_baseline_sees_only_labelled_examples(tmp_path, tiny_checkpoint):

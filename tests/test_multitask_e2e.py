@@ -1,5 +1,6 @@
 """run_multitask.py end to end on the fixture files with a tiny random BERT: files, formats,
-determinism, and every training mode running through."""
+determinism, and that each training option takes effect (seen through a spy on the loop, the batches,
+PCGrad's projection and the attention/pooling functions)."""
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 
 from minbert import BertModel
 from minbert.safetensors import load_safetensors
-from training import options, run_multitask
+from heads import sentiment
+from training import options, pcgrad, run_multitask
+from training.streams import TaskStream
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 
@@ -61,15 +64,147 @@ def test_same_seed_gives_same_result_on_cpu(tmp_path, tiny_checkpoint):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("mode", [
-    ["--pcgrad"], ["--schedule", "round_robin"], ["--schedule", "sequential", "--extra-epochs", "sst=1"],
-    ["--pair-mode", "bi", "--sts-mode", "cosine", "--augment-symmetric"], ["--sts-mode", "regressor", "--pair-mode", "bi"],
-    ["--tasks", "sst"], ["--attn", "manual", "--sentiment-pooling", "mean"],
-    ["--task-batch-size", "quora=3", "--loss-weights", "sts=2", "--layer-decay", "0.8"],
-], ids=lambda m: " ".join(m))
-def test_training_modes_run_through(tmp_path, tiny_checkpoint, mode):
-    result, _ = run(tmp_path, tiny_checkpoint, *mode)
-    assert result["history"], "no evaluation happened"
+@pytest.fixture
+def spy(monkeypatch):
+    """What a run did, seen from outside: its Loop, each step's tasks and (weighted) losses, each
+    batch's ids, each PCGrad projection (task gradients in, sum out), and the calls of SDPA and of
+    the sentiment head's mean pooling."""
+    seen = {"loop": None, "steps": [], "batches": [], "pcgrad": [], "sdpa": 0, "sst_mean_pool": 0}
+    real_fit = run_multitask.fit
+
+    def fit(loop, *a, **k):
+        seen["loop"], inner = loop, loop.losses
+
+        def losses(step_tasks):
+            out = inner(step_tasks)
+            seen["steps"].append({t: float(v.detach()) for t, v in out.items()})
+            return out
+        loop.losses = losses
+        return real_fit(loop, *a, **k)
+
+    def counted(key, real):
+        def f(*a, **k):
+            seen[key] += 1
+            return real(*a, **k)
+        return f
+
+    real_next, real_project = TaskStream.__next__, pcgrad.pcgrad_project
+
+    def next_batch(self):
+        batch, rest = real_next(self)
+        seen["batches"].append(list(batch["ids"]))
+        return batch, rest
+
+    def project(grads, generator=None):
+        out = real_project(grads, generator)
+        seen["pcgrad"].append(([g.clone() for g in grads], out.clone()))
+        return out
+
+    monkeypatch.setattr(run_multitask, "fit", fit)
+    monkeypatch.setattr(TaskStream, "__next__", next_batch)
+    monkeypatch.setattr(pcgrad, "pcgrad_project", project)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        counted("sdpa", torch.nn.functional.scaled_dot_product_attention))
+    monkeypatch.setattr(sentiment, "mean_pool", counted("sst_mean_pool", sentiment.mean_pool))
+    return seen
+
+
+def step_tasks(seen) -> list[str]:
+    return [next(iter(s)) if len(s) == 1 else "+".join(s) for s in seen["steps"]]
+
+
+def n_batches(seen) -> dict[str, int]:
+    return dict(seen["loop"].phases[0][1])
+
+
+def test_default_mode_uses_sdpa_cls_pooling_and_samples_the_tasks(tmp_path, tiny_checkpoint, spy):
+    run(tmp_path, tiny_checkpoint, "--epochs", "3")
+    assert spy["sdpa"] > 0 and spy["sst_mean_pool"] == 0
+    assert set(step_tasks(spy)) == {"sst", "quora", "sts"} and not spy["pcgrad"]
+
+
+def test_pcgrad_projects_the_conflicting_task_gradients(tmp_path, tiny_checkpoint, spy):
+    run(tmp_path, tiny_checkpoint, "--pcgrad", "--epochs", "3")
+    assert step_tasks(spy) == ["sst+quora+sts"] * len(spy["steps"]) and len(spy["pcgrad"]) == len(spy["steps"])
+    conflicts = 0
+    for grads, out in spy["pcgrad"]:
+        G = torch.stack(grads)  # (K, D)
+        dots = G @ G.T
+        conflicting = bool((dots.triu(diagonal=1) < 0).any())
+        conflicts += conflicting
+        if conflicting:  # projected: not the plain sum, and no longer against any original gradient
+            assert not torch.allclose(out, G.sum(0))
+        else:
+            torch.testing.assert_close(out, G.sum(0))
+    assert conflicts > 0, "no step had conflicting task gradients: the test saw no projection"
+
+
+def test_round_robin_cycles_through_the_tasks(tmp_path, tiny_checkpoint, spy):
+    run(tmp_path, tiny_checkpoint, "--schedule", "round_robin", "--epochs", "2")
+    order, nb = step_tasks(spy), n_batches(spy)
+    n, k = sum(nb.values()), min(nb.values())
+    for epoch in (order[:n], order[n:]):  # while every task has batches left: a fixed cycle of the three
+        assert len(set(epoch[:3])) == 3 and epoch[:3 * k] == epoch[:3] * k, order
+
+
+def test_sequential_trains_one_task_after_another_then_the_extra_epochs(tmp_path, tiny_checkpoint, spy):
+    run(tmp_path, tiny_checkpoint, "--schedule", "sequential", "--extra-epochs", "sst=1")
+    order, nb = step_tasks(spy), n_batches(spy)
+    multitask = order[:sum(nb.values())]
+    blocks = [t for i, t in enumerate(multitask) if i == 0 or multitask[i - 1] != t]
+    assert sorted(blocks) == ["quora", "sst", "sts"], order  # each task in one contiguous block
+    assert [p[0] for p in spy["loop"].phases] == ["multitask", "extra-sst"]
+    assert order[sum(nb.values()):] == ["sst"] * nb["sst"]
+
+
+def test_bi_encoder_cosine_and_symmetric_augmentation(tmp_path, tiny_checkpoint, spy):
+    _, out = run(tmp_path, tiny_checkpoint, "--pair-mode", "bi", "--sts-mode", "cosine", "--augment-symmetric")
+    rows = {t: sum(1 for _ in (FIXTURE_DATA / f).open()) - 1 for t, f in
+            (("sst", "ids-sst-train.csv"), ("quora", "quora-train.csv"), ("sts", "sts-train.csv"))}
+    assert n_batches(spy) == {"sst": -(-rows["sst"] // 2), "quora": rows["quora"], "sts": rows["sts"]}  # (a,b), (b,a)
+    weights = load_safetensors(out / "best" / "model.safetensors")
+    assert not [k for k in weights if k.startswith("heads.sts")], "cosine similarity has no parameters"
+    [quora_in] = [v.shape[1] for k, v in weights.items() if k.startswith("heads.quora") and v.ndim == 2][:1]
+    assert quora_in == 4 * 32, "bi-encoder pair features [u; v; |u-v|; u*v] of hidden size 32"
+
+
+def test_regressor_sts_head_reads_pair_features(tmp_path, tiny_checkpoint, spy):
+    _, out = run(tmp_path, tiny_checkpoint, "--sts-mode", "regressor", "--pair-mode", "bi")
+    weights = load_safetensors(out / "best" / "model.safetensors")
+    sts = [v.shape[1] for k, v in weights.items() if k.startswith("heads.sts") and v.ndim == 2]
+    assert sts and sts[0] == 4 * 32
+
+
+def test_single_task_run_trains_and_scores_only_that_task(tmp_path, tiny_checkpoint, spy):
+    result, _ = run(tmp_path, tiny_checkpoint, "--tasks", "sst")
+    assert set(step_tasks(spy)) == {"sst"} and set(result["dev"]) == {"sst"}
+    assert all(i.startswith("sst") for b in spy["batches"] for i in b)
+
+
+def test_manual_attention_and_mean_pooling(tmp_path, tiny_checkpoint, spy):
+    run(tmp_path, tiny_checkpoint, "--attn", "manual", "--sentiment-pooling", "mean")
+    assert spy["sdpa"] == 0 and spy["sst_mean_pool"] > 0
+
+
+def test_task_batch_size_loss_weights_and_layer_decay_take_effect(tmp_path, tiny_checkpoint, spy):
+    common = ["--task-batch-size", "quora=3", "--layer-decay", "0.8", "--lr", "1e-3", "--schedule", "round_robin"]
+    run(tmp_path, tiny_checkpoint, *common, name="plain")
+    plain = list(spy["steps"])
+    groups = {g["name"]: g["initial_lr"] for g in spy["loop"].players[0].opt.param_groups}
+    sizes = {len(b) for b in spy["batches"] if b[0].startswith("qqp")}
+    assert sizes <= {3, 1} and 3 in sizes, sizes  # 4 quora rows: batches of 3 (and the rest)
+    spy["steps"].clear()
+    run(tmp_path, tiny_checkpoint, *common, "--loss-weights", "sts=2", name="weighted")
+    # Same seed, same schedule: the steps before the first sts step are the same, so its loss doubles.
+    first = next(i for i, s in enumerate(plain) if "sts" in s)
+    assert spy["steps"][:first] == plain[:first]
+    assert spy["steps"][first]["sts"] == pytest.approx(2 * plain[first]["sts"], rel=1e-6)
+    # layer l of L = 2 gets lr * 0.8^(L - l), the embeddings 0.8^(L + 1), the pooler and heads the full lr
+    expected = {"embeddings": 1e-3 * 0.8 ** 3, "layers.0": 1e-3 * 0.8 ** 2, "layers.1": 1e-3 * 0.8}
+    for name, lr in groups.items():
+        section = name.removesuffix(".no_decay")
+        assert lr == pytest.approx(expected.get(section, 1e-3)), f"group {name}: lr {lr}"
+    assert {n.removesuffix(".no_decay") for n in groups} >= {"embeddings", "layers.0", "layers.1", "head.sst"}
 
 
 def test_freezing_the_encoder_leaves_it_unchanged(tmp_path, tiny_checkpoint):
