@@ -59,3 +59,15 @@ def test_with_matplotlib_a_png_is_written(log, tmp_path):
     out = plots.plot_run(log, tmp_path / "curves.png", title="a run")
     assert out == tmp_path / "curves.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_run_summarize_plot_draws_each_run_or_says_why_not(log, tmp_path, monkeypatch, capsys):
+    from training import run_summarize
+    run = log.parent
+    (run / "best").mkdir()
+    (run / "best" / "options.json").write_text(json.dumps({"epoch": 2, "dev": LOG[-1] | {"final": None}}))
+    monkeypatch.setattr(plots, "_pyplot", lambda: None)  # as without matplotlib
+    run_summarize.main([str(run), "--plot"])
+    out = capsys.readouterr().out
+    assert f"curves of {run}: not drawn" in out and "| 0.4500 | 0.8200 | 0.8600 | 0.7200 | 2 |" in out
+    assert not (run / "curves.png").exists()
