@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from minbert import AdamW, BertConfig, BertModel
 from training import plots, run_gan
-from training.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_step, generator_loss,
+from training.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_losses, generator_loss,
                           spread, supervised_loss)
+from training.loop import Player, backward
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 C, K, NOISE = 32, 3, 8
@@ -103,8 +104,14 @@ def step(setup, update_d=True, update_g=True, fake_labels=None):
     h = enc(ids, torch.ones_like(ids))["last_hidden_state"][:, 0]  # (B, C), attached to the encoder
     labels, labelled = torch.tensor([0, 1, 2, 0]), torch.tensor([True, True, False, False])
     noise = torch.rand(4, NOISE, generator=torch.Generator().manual_seed(2))
-    return gan_step(G, D, h, labels, labelled, d_params, d_opt, g_opt, fake_labels=fake_labels, noise=noise,
-                    update_d=update_d, update_g=update_g)
+    d_loss, g_loss, stats = gan_losses(G, D, h, labels, labelled, fake_labels, noise)
+    # as training/loop.fit steps the two players: each loss into its own player's parameters, then both steps
+    on = [(d_loss, Player(d_opt, None, d_params))] if update_d else []
+    on += [(g_loss, Player(g_opt, None, list(G.parameters())))] if update_g else []
+    backward([loss for loss, _ in on], [player for _, player in on], isolate=True)
+    for _, player in on:
+        player.opt.step()
+    return stats
 
 
 def snapshot(*modules):

@@ -1,21 +1,9 @@
 """Crash-safe training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint directory (out_dir/last/) holds
-
-    model-<step>-<tag>.safetensors      the weights
-    optimizer-<step>-<tag>.safetensors  the optimizer's tensors (AdamW's m and v)
-    state.json                          everything else, as plain JSON: the step, LR schedule, task
-                                        schedule and data stream positions, RNG states, optimizer
-                                        scalars, the run's options, and the names of the two files
-
-state.json is the commit record. It is written last, atomically (temp file, fsync, os.replace,
-fsync of the directory), and the tensor files it replaces are deleted only after it is in place.
-A crash at any instant, SIGKILL or power loss included, leaves either the previous state.json with
-its files or the new one with its files, never a mix. The tensor files get fresh names every time
-(the random tag), so a half-finished save never overwrites a file the committed state.json needs.
-
-No pickle anywhere: loading a checkpoint parses JSON and safetensors, so a tampered checkpoint can
-fail to load but cannot run code.
+out_dir/last/ holds model-<step>-<tag>.safetensors, optimizer-<step>-<tag>.safetensors and
+state.json, the commit record, written last and atomically: a crash at any instant leaves the old
+state.json with its files or the new one with its files (docs/RELIABILITY.md, section 3). No
+pickle anywhere: a tampered checkpoint can fail to load but cannot run code.
 """
 from __future__ import annotations
 

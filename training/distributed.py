@@ -1,25 +1,11 @@
 """Data-parallel training on several GPUs or machines: torchrun + DistributedDataParallel.
 
     torchrun --nproc-per-node 4 training/run_multitask.py ...                     # 4 GPUs, one machine
-    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --master-addr 10.0.0.1 \\
-             --master-port 29500 training/run_multitask.py ...                    # machine 0 of 2
-    (the same on machine 1 with --node-rank 1)
 
-torchrun starts one process per device and tells each its RANK, LOCAL_RANK and WORLD_SIZE through
-the environment; init() joins them into one process group (NCCL between GPUs, gloo on CPU). What
-keeps R processes equivalent to one process with an R-times larger batch:
-
-- data: each task stream cuts the same global batch into R strided shards (training/streams.py);
-- task choice: every rank builds the TaskScheduler with the same seed, so all train the same task
-  at every step (a rank on another task would all-reduce mismatched gradients);
-- gradients: DDP averages them across ranks during backward, overlapping communication with the
-  backward pass. PCGrad needs each task's *global* gradient before projecting, which DDP never
-  sees (autograd.grad does not fill .grad, where DDP's hooks sit): global_task_losses() all-reduces
-  every task's gradient itself and returns surrogate losses whose gradient is exactly that average,
-  so training.pcgrad.pcgrad_backward runs unchanged and projects identically on every rank;
-- decisions (skip a non-finite step, stop at the time budget) are taken from all-reduced values,
-  so every rank takes the same one;
-- files: only rank 0 writes (World.is_main).
+torchrun starts one process per device; init() joins them into one process group (NCCL between
+GPUs, gloo on CPU). How R processes stay equivalent to one process with an R-times larger batch
+(data shards, one task schedule, DDP's gradients, PCGrad's global task gradients, decisions from
+all-reduced values, files from rank 0): docs/RELIABILITY.md, section 6.
 """
 from __future__ import annotations
 

@@ -25,9 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.loop import Player, backward
-from training.loop import clip as clip_norms
-
 
 class Generator(nn.Module):
     """noise (B, noise_dim) [+ class labels (B,)] -> fake sentence embeddings (B, hidden_size).
@@ -151,26 +148,6 @@ def gan_losses(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: tor
         p_fake = torch.softmax(logits.float(), dim=-1)[:, -1]  # (2B,)
     return d_loss, g_loss, {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
                             "p_fake_fake": p_fake[B:].mean().item(), **({"train_acc": acc.item()} if acc is not None else {})}
-
-
-def gan_step(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
-             d_params: list[torch.Tensor], d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer | None,
-             fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, clip: float = 0.0,
-             update_d: bool = True, update_g: bool = True) -> dict[str, float]:
-    """One GAN step outside the loop: gan_losses, then loop.backward (each loss into its own player),
-    clip, both steps. d_params: D's plus the trainable encoder parameters (what d_opt steps).
-    update_d / update_g switch either update off (the forward pass and the random draws stay)."""
-    if update_g and g_opt is None:
-        raise ValueError("update_g=True needs the generator's optimizer g_opt")
-    d_loss, g_loss, stats = gan_losses(G, D, h_real, labels, labelled, fake_labels, noise)
-    on = [(d_loss, Player(d_opt, None, d_params))] if update_d else []
-    on += [(g_loss, Player(g_opt, None, [p for p in G.parameters() if p.requires_grad]))] if update_g else []
-    backward([loss for loss, _ in on], [player for _, player in on], isolate=True)
-    clip_norms([player for _, player in on], clip)
-    for _, player in on:
-        player.opt.step()
-        player.opt.zero_grad(set_to_none=True)
-    return stats
 
 
 def spread(x: torch.Tensor) -> float:

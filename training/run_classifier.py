@@ -5,14 +5,10 @@
     python training/run_classifier.py --task sst --labelled-fraction 0.05 --steps 300   # few labels
     python training/run_classifier.py --help
 
-Model: BERT -> [CLS] (or mean / pooler) vector -> dropout -> linear -> logits (heads/sentiment.py).
-Evaluates on dev after every epoch, keeps the best epoch, and writes its predictions in the course
-format to {predictions-dir}/{task}-{dev,test}-output.csv (header `id \\t Predicted_Sentiment`; note
-that run_multitask.py writes its sst files under the same names: give each its own --predictions-dir)
-and a JSON record (options, dev accuracy per epoch, wall time) to --json.
-
---labelled-fraction draws the same examples as run_gan.py (training/splits.labelled_subset), so this
-is the plain fine-tuned baseline of the GAN-BERT sweep.
+BERT -> [CLS] (or mean / pooler) vector -> dropout -> linear (heads/sentiment.py). Keeps the best
+dev epoch and writes its predictions to {predictions-dir}/{task}-{dev,test}-output.csv (run_multitask.py
+writes its sst files under the same names: give each its own --predictions-dir) and a JSON record.
+--labelled-fraction draws the same examples as run_gan.py: the plain baseline of the GAN-BERT sweep.
 """
 from __future__ import annotations
 

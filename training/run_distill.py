@@ -6,21 +6,14 @@
     python training/run_distill.py student --fixed-lambda 0      # step 2, pure distillation (ablation)
     python training/run_distill.py --help
 
-Step 1 (`teachers`): one single-task model per task (same architecture and options as the student;
-only that task's head trains), saved to TEACHERS_DIR/{task}/model.safetensors, and their outputs on
-the training sets (sst: probabilities (N, 5); quora: P(paraphrase) (N,); sts: score (N,)) keyed by
-example id in TEACHERS_DIR/teacher_outputs.json. Existing teachers are reused (--retrain-teachers
-to train them again); outputs are recomputed when the training set has ids they lack.
-Step 2 (`student`): one multitask model trained on target = lambda * gold + (1 - lambda) * teacher
-(training/distill_targets.py), lambda rising linearly from 0 to 1 over the training steps, or fixed
-with --fixed-lambda. Tasks are sampled ~ |D|^0.75 per step and the encoder gets layer-wise LR decay
-(--schedule proportional --alpha 0.75 --layer-decay, the run_multitask.py defaults).
-`all`: step 1, then the students of --variants: multi (gold labels only, lambda = 1: the multitask
-baseline without distillation), annealed (Single->Multi), and fixed lambdas such as 0 and 0.5.
+Step 1 (`teachers`): one single-task model per task, saved to TEACHERS_DIR/{task}/, and its outputs
+on the training set in TEACHERS_DIR/teacher_outputs.json (existing teachers are reused). Step 2
+(`student`): one multitask model trained on target = lambda * gold + (1 - lambda) * teacher, lambda
+rising from 0 to 1 over the steps (or --fixed-lambda). `all`: step 1, then the students of --variants.
 Every run uses the same loop, seed, batches and task order, so only the targets differ.
 
 All other options are run_multitask.py's (`python training/run_multitask.py --help`), except
---pcgrad, --extra-epochs and --freeze. --time-budget stops a run early: lambda then never reaches 1.
+--pcgrad, --extra-epochs and --freeze. Details: docs/RESULTS_METHODS.md, section 2.
 """
 from __future__ import annotations
 

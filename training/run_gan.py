@@ -5,19 +5,16 @@
     python training/run_gan.py --task cfimdb --method acgan --labelled 0.1 --embeddings-plot
     python training/run_gan.py --help
 
-A seeded fraction of the training set keeps its labels (run_classifier.labelled_subset: the same
-examples as `run_classifier.py --labelled-fraction`); the rest is used without labels. Every method
-gets the same budget: --steps optimizer steps, each on --batch-size labelled examples, the same
-classifier (the discriminator's k real-class logits) and the same encoder treatment. GAN methods
-add --unlabelled-batch-size unlabelled sentences per step, and one generated embedding per real one.
+A seeded fraction of the training set keeps its labels (the same examples as
+`run_classifier.py --labelled-fraction`); the rest is used without labels. Every method gets the
+same budget (--steps steps of --batch-size labelled examples) and the same classifier, the
+discriminator's k real-class logits:
   plain : cross-entropy on the labelled batch only
-  gan   : GAN-BERT (Croce et al. 2020)
+  gan   : GAN-BERT (Croce et al. 2020), adding unlabelled and generated embeddings
   acgan : GAN-BERT with a class-conditioned generator and an auxiliary classifier (Odena et al. 2017)
---freeze-encoder embeds every sentence once and trains only the small networks: a sweep of 7
-fractions x 3 methods x 3 seeds then takes minutes on a CPU. --sweep writes OUT_DIR/sweep.json and
-a plot of dev accuracy vs labelled fraction (PNG; needs matplotlib). --embeddings-plot writes a 2-D
-projection of real and generated embeddings per GAN run and prints the collapse ratio: the spread
-(trace of the covariance) of the generated embeddings of each class over that of the real ones.
+The collapse ratio printed per GAN run: the spread of the generated embeddings of each class over
+that of the real ones (1: as varied as real sentences, 0: collapsed). Details, outputs and results:
+docs/RESULTS_METHODS.md, section 3.
 """
 from __future__ import annotations
 

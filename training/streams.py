@@ -1,27 +1,12 @@
 """Endless per-task batch streams for multitask training: resumable, and sharded across ranks.
 
-Each task pulls batches from its own stream while the task schedule decides which stream to pull
-from; a stream runs through epoch after epoch of its task's data, each epoch in a fresh bucketed
-order (data.batching.BucketBatchSampler, reshuffled by set_epoch).
-
-Resume. The order of an epoch depends only on (seed, epoch), so the position of a stream is two
-ints, (epoch, batches consumed in it). Rebuilding that epoch's sampler and skipping the consumed
-batches gives exactly the batches an uninterrupted run would have seen next.
-
-Sharding. With R ranks every rank builds the same *global* batch of batch_size * R examples and
-keeps every R-th example of it (rank r: global[r::R]), so the R ranks together train on exactly
-the batches of one process with batch_size * R, and a 2-GPU run reproduces the 1-GPU run with the
-same global batch. (BucketBatchSampler's own num_replicas sharding hands each rank *different*
-batches instead, which matches no single-process run.) Strided, not contiguous, slices: a bucketed
-batch is sorted by length, so each rank gets a similar mix of lengths and pads about as much as
-the others.
-
-The last global batch of an epoch can be smaller than batch_size * R, so ranks may hold different
-numbers of examples, even none. `next()` therefore also returns a loss weight n_local * R / n_global:
-a task loss is a mean over the local examples, and DDP *averages* gradients over ranks, so scaling
-each rank's mean by its weight makes the average the mean over the global batch. A rank left empty
-trains on one example with weight 0: it still runs forward and backward, as the collective
-all-reduce requires, but contributes nothing. GAN-BERT's plain shuffled passes come from `order`.
+Each stream runs through epoch after epoch of its task's data, each epoch in a fresh bucketed order
+(data.batching.BucketBatchSampler). Resume: an epoch's order depends only on (seed, epoch), so a
+position is two ints, (epoch, batches consumed). Sharding: every rank builds the same global batch
+of batch_size * R examples and keeps global[rank::R] (strided: a bucketed batch is sorted by
+length), so R ranks train on exactly the batches of one process; `next()` also returns the loss
+weight n_local * R / n_global that makes DDP's average the global-batch mean (a rank left empty
+trains on one example with weight 0). docs/RELIABILITY.md, sections 4 and 6, has the details.
 """
 from __future__ import annotations
 
