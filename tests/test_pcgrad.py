@@ -125,8 +125,7 @@ def test_backward_without_conflict_equals_autograd_sum():
     x, y = torch.randn(5, 4), torch.randn(5)
     losses = losses_for(trunk, heads, x, [y, y])  # identical shared grads: cosine 1, no conflict
     shared, per_task = list(trunk.parameters()), [list(h.parameters()) for h in heads]
-    stats = pcgrad_backward(losses, shared, per_task, gen())
-    assert stats["num_conflicts"] == 0
+    pcgrad_backward(losses, shared, per_task, gen())
     got = [p.grad.clone() for p in shared + per_task[0] + per_task[1]]
 
     for p in shared + per_task[0] + per_task[1]:
@@ -154,10 +153,7 @@ def test_backward_with_conflict_matches_flat_projection_and_heads_get_own_grad()
     assert torch.dot(flat[0], flat[1]) < 0
 
     head_want = [torch.autograd.grad(losses_for(trunk, heads, x, ys)[k], per_task[k]) for k in range(2)]
-    stats = pcgrad_backward(losses_for(trunk, heads, x, ys), shared, per_task, gen(0))
-    assert stats["num_conflicts"] == 1
-    assert stats["cosine"][0, 1] < 0
-    torch.testing.assert_close(stats["cosine"], stats["cosine"].T)
+    pcgrad_backward(losses_for(trunk, heads, x, ys), shared, per_task, gen(0))
 
     want = pcgrad_project(flat, gen(0))
     got = torch.cat([p.grad.reshape(-1) for p in shared])

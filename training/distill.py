@@ -16,8 +16,8 @@ from minbert.safetensors import load_safetensors, save_safetensors
 from training import checkpointing, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 from training.loop import Loop, fit
-from training.multitask import (best_key, build, build_model, eval_batches, evaluate, load_checkpoint, loop_settings,
-                                task_output, write_predictions)
+from training.multitask import (build, build_model, dev_score, eval_batches, load_checkpoint, loop_settings, task_output,
+                                write_predictions)
 from training.splits import load_split
 
 ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling")  # a teacher must match the student here
@@ -54,9 +54,8 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
                 * margs.loss_weights.get(t, 1.0)}
 
     def score() -> tuple[float, dict]:
-        scores, _ = evaluate(model, data, margs, run.tok.pad_id)
-        print(f"  {out_dir.name} dev " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        return best_key(scores, task_list), {"lambda": weight[0], **scores}
+        key, scores = dev_score(model, data, margs, run.tok.pad_id, prefix=f"{out_dir.name} ")
+        return key, {"lambda": weight[0], **scores}
 
     result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
     out_dir.mkdir(parents=True, exist_ok=True)

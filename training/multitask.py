@@ -152,9 +152,11 @@ def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:
     return scores, outputs
 
 
-def best_key(scores: dict, task_names: list[str]) -> float:
-    """What keeps the best epoch: the overall score, or the mean over the trained tasks."""
-    return scores.get("overall", float(np.mean([scores[t] for t in task_names])))
+def dev_score(model, data, args, pad_id, say=print, prefix: str = "") -> tuple[float, dict]:
+    """The dev scores, printed, and what keeps the best epoch: the overall score, or the mean over the tasks."""
+    scores, _ = evaluate(model, data, args, pad_id)
+    say(f"  {prefix}dev " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return scores.get("overall", float(np.mean([scores[t] for t in args.tasks]))), scores
 
 
 def write_predictions(model, data, args, pad_id, predictions_dir) -> dict:

@@ -69,7 +69,7 @@ def pcgrad_backward(
     shared_params: list[Tensor],
     task_params: list[list[Tensor]] | None = None,
     generator: torch.Generator | None = None,
-) -> dict:
+) -> None:
     """Backward pass of sum(losses) with PCGrad applied on the shared parameters.
 
     losses: K scalar task losses. shared_params: parameters every task may update (the encoder);
@@ -77,8 +77,7 @@ def pcgrad_backward(
     task i alone (its head); their .grad receives task i's gradient unmodified. Parameters in neither
     list get no gradient. Gradients are added to existing .grad (like backward()); a parameter no
     task reaches keeps its .grad untouched (None stays None). The autograd graph is freed, as by
-    backward(). Returns stats for logging: `num_conflicts` (pairs i<j with g_i.g_j < 0),
-    `cosine` (K, K) pairwise cosine similarity of the original shared gradients, `grad_norms` (K,).
+    backward().
     """
     K = len(losses)
     if K == 0:
@@ -95,7 +94,8 @@ def pcgrad_backward(
         raise ValueError(f"task_params has {len(task_params)} lists for {K} losses; pass one list per task "
                          "(an empty list for a task without its own parameters)")
     seen: dict[int, str] = {}
-    for where, ps in [("shared_params", shared_params)] + [(f"task_params[{k}]", ps) for k, ps in enumerate(task_params)]:
+    owners = [("shared_params", shared_params), *((f"task_params[{k}]", ps) for k, ps in enumerate(task_params))]
+    for where, ps in owners:
         for p in ps:
             if id(p) in seen:
                 raise ValueError(f"a parameter of shape {tuple(p.shape)} is in both {seen[id(p)]} and {where}; "
@@ -119,12 +119,6 @@ def pcgrad_backward(
         flat.append(torch.cat(pieces))  # (D,)
         head_grads.append(gs[n_shared:])
 
-    G = torch.stack(flat)  # (K, D)
-    norms = G.norm(dim=1)  # (K,)
-    dots = G @ G.T  # (K, K)
-    cosine = dots / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
-    num_conflicts = int((dots.triu(diagonal=1) < 0).sum())
-
     total = pcgrad_project(flat, generator)  # (D,)
     offset = 0
     for n, p in enumerate(shared_params):
@@ -135,4 +129,3 @@ def pcgrad_backward(
         for p, g in zip(ps, gs):
             if g is not None:
                 _add_grad(p, g)
-    return {"num_conflicts": num_conflicts, "cosine": cosine.detach().cpu(), "grad_norms": norms.detach().cpu()}

@@ -100,14 +100,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 @torch.no_grad()
 def embed_all(encoder: BertModel, encoded: list[dict], pad_id: int, pooling: str, device) -> torch.Tensor:
     """Sentence embeddings (N, C) of every encoded example in eval mode, row i for example i."""
-    was_training = encoder.training
-    encoder.eval()
+    encoder.eval()  # called before training (the cache) or after it
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))  # little padding
     out = torch.zeros(len(encoded), encoder.config.hidden_size)
     for start in range(0, len(order), 128):
         idx = order[start:start + 128]
         out[idx] = pool(encoder, collate([encoded[i] for i in idx], pad_id)["inputs"], pooling, device).float().cpu()
-    encoder.train(was_training)
     return out
 
 
@@ -172,17 +170,20 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     lab_stream = stream(labelled, args.batch_size)
     unl_stream = stream(unlabelled, args.unlabelled_batch_size) if use_unlabelled else None
 
-    def real_embeddings(idx):
+    def embeddings(split: str, idx: list[int] | None = None, train: bool = False) -> torch.Tensor:  # (N or len(idx), C)
         if cached is not None:
-            return cached["train"][idx].to(args.device)
-        return pool(encoder, collate([data["train"][i] for i in idx], tok.pad_id)["inputs"], args.pooling, args.device)
+            return (cached[split] if idx is None else cached[split][idx]).to(args.device)
+        rows = data[split] if idx is None else [data[split][i] for i in idx]
+        if train:  # the encoder in train mode, on the autograd graph
+            return pool(encoder, collate(rows, tok.pad_id)["inputs"], args.pooling, args.device)
+        return embed_all(encoder, rows, tok.pad_id, args.pooling, args.device)
 
     stats: dict = {}
 
     def losses(_) -> dict:
         li = lab_stream.next_indices()[0]
         idx = li + (unl_stream.next_indices()[0] if unl_stream else [])
-        h = real_embeddings(idx)  # (B, C)
+        h = embeddings("train", idx, train=True)  # (B, C)
         y = train_labels[idx].to(args.device)
         mask = torch.arange(len(idx), device=args.device) < len(li)  # (B,) True on the labelled rows
         if method == "plain":
@@ -207,13 +208,6 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()
     G.eval()
-
-    def embeddings(split: str, idx: list[int] | None = None) -> torch.Tensor:  # (N or len(idx), C)
-        if cached is not None:
-            return cached[split] if idx is None else cached[split][idx]
-        rows = data[split] if idx is None else [data[split][i] for i in idx]
-        return embed_all(encoder, rows, tok.pad_id, args.pooling, args.device)
-
     with torch.no_grad():
         preds = {s: D(embeddings(s).to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s in ("dev", "test")}
     gold = np.array([e["label"] for e in data["dev"]])

@@ -9,10 +9,7 @@
 Reads the CS224N files (--data-dir or $MINBERT_DATA_DIR, default ../shared/data), evaluates on dev
 after every epoch, keeps the best checkpoint by the dev overall score, and writes the course's
 prediction files predictions/{sst,para,sts}-{dev,test}-output.csv from that best checkpoint.
-Every --save-every steps the whole training state goes to out_dir/last/ (crash-safe, see
-training/checkpointing.py); --resume continues from it and ends with the same weights as a run
-that was never interrupted. Bad input (data, checkpoint, options) stops the run before anything
-is written, naming the input and the fix; Ctrl-C or SIGTERM stops it with its last checkpoint whole.
+Crash-safe checkpoints in out_dir/last/, --resume, and errors for bad input: docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import best_key, build, evaluate, loop_settings, task_output, write_predictions
+from training.multitask import build, dev_score, loop_settings, task_output, write_predictions
 
 
 def parse_args(argv=None):
@@ -101,14 +98,9 @@ def train_and_predict(run, args, world) -> dict:
             out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
         return out
 
-    def score() -> tuple[float, dict]:
-        scores, _ = evaluate(model, run.data, args, run.tok.pad_id)
-        say("  dev " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        return best_key(scores, args.tasks), scores
-
-    loop = Loop(model, [run.player], run.phases, losses, score, pcgrad=run.pcgrad, out_dir=Path(args.out_dir),
-                save_every=args.save_every, options=vars(args), world=world, state=run.state,
-                generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
+    loop = Loop(model, [run.player], run.phases, losses, lambda: dev_score(model, run.data, args, run.tok.pad_id, say),
+                pcgrad=run.pcgrad, out_dir=Path(args.out_dir), save_every=args.save_every, options=vars(args),
+                world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
                 extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
                 save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]))
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
