@@ -16,8 +16,8 @@ from minbert.safetensors import load_safetensors, save_safetensors
 from training import checkpointing, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 from training.loop import Loop, fit
-from training.multitask import (build, build_model, dev_score, eval_batches, load_checkpoint, loop_settings, task_output,
-                                write_predictions)
+from training.multitask import (build, build_model, dev_score, eval_batches, load_checkpoint, loop_settings,
+                                task_output, write_predictions)
 from training.splits import load_split
 
 ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling")  # a teacher must match the student here

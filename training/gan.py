@@ -146,8 +146,9 @@ def gan_losses(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: tor
     with torch.no_grad():
         acc = (logits[:B][labelled, :-1].argmax(-1) == labels[labelled]).float().mean() if labelled.any() else None
         p_fake = torch.softmax(logits.float(), dim=-1)[:, -1]  # (2B,)
-    return d_loss, g_loss, {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
-                            "p_fake_fake": p_fake[B:].mean().item(), **({"train_acc": acc.item()} if acc is not None else {})}
+    stats = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "p_fake_real": p_fake[:B].mean().item(),
+             "p_fake_fake": p_fake[B:].mean().item()}
+    return d_loss, g_loss, stats if acc is None else {**stats, "train_acc": acc.item()}
 
 
 def spread(x: torch.Tensor) -> float:

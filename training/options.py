@@ -12,12 +12,9 @@ import torch
 from training import splits, tasks
 
 # Presets fill in every option the user did not give. "full" is the default.
-PRESETS = {
-    "full": dict(epochs=3, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128,
-                 limit_train=None, limit_eval=None, time_budget=None, amp="auto"),
-    "quick": dict(epochs=1, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=64,
-                  limit_train=800, limit_eval=300, time_budget=None, amp="auto"),
-}
+FULL = dict(epochs=3, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128, limit_train=None, limit_eval=None,
+            time_budget=None, amp="auto")
+PRESETS = {"full": FULL, "quick": dict(FULL, epochs=1, max_length=64, limit_train=800, limit_eval=300)}
 
 # Options that may change between a run and its --resume; any other difference is refused.
 RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
@@ -113,8 +110,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add_shared(g, "--device", "--threads")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
                    help="bf16 autocast (weights and optimizer stay fp32): on CUDA, or on a CPU with native bf16 "
-                        "(AVX512-BF16/AMX), where training steps were 2.2-2.4x faster than fp32 (docs/PERFORMANCE.md); auto (the presets): bf16 where "
-                        "the device has it natively, else none")
+                        "(AVX512-BF16/AMX), where training steps were 2.2-2.4x faster than fp32 (docs/PERFORMANCE.md); "
+                        "auto (the presets): bf16 where the device has it natively, else none")
     g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
     g.add_argument("--time-budget", type=float,
                    help="stop training after this many minutes, then evaluate and predict (default: no limit; "

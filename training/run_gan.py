@@ -156,8 +156,7 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     warm = int(args.warmup * args.steps)
     players = [Player(d_opt, warmup_linear(d_opt, warm, args.steps), d_params)]
     if method != "plain":
-        players.append(Player(g_opt, warmup_linear(g_opt, warm, args.steps), [p for p in G.parameters()
-                                                                                if p.requires_grad]))
+        players.append(Player(g_opt, warmup_linear(g_opt, warm, args.steps), list(G.parameters())))
     # Plain shuffled passes over the labelled and the unlabelled examples, both from one generator.
     rng = np.random.default_rng([seed, 7])
 

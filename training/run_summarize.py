@@ -48,7 +48,8 @@ def main(argv=None) -> None:
     print("|---|" + "---:|" * (len(COLUMNS) + 2))
     for r in rows:
         cells = [f"{r[c]:.4f}" if c in r else "–" for c in COLUMNS]
-        print(f"| {r['run']} | " + " | ".join(cells) + f" | {r['epoch']} | {r['minutes'] if r['minutes'] is not None else '–'} |")
+        cells += [r["epoch"], "–" if r["minutes"] is None else r["minutes"]]
+        print(f"| {r['run']} | " + " | ".join(map(str, cells)) + " |")
 
 
 if __name__ == "__main__":
