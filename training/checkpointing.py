@@ -21,6 +21,7 @@ from minbert.safetensors import load_safetensors, save_safetensors
 
 FORMAT = 1
 STATE = "state.json"
+AGAIN = "Start again without --resume (add --overwrite)"  # the fix for a checkpoint that cannot be resumed
 
 
 class TrainingStateError(ValueError):
@@ -91,8 +92,8 @@ def load(directory: str | os.PathLike) -> tuple[dict, dict[str, dict[str, torch.
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise TrainingStateError(f"{path}: unreadable ({e}); the checkpoint is corrupt. Start again without "
-                                 "--resume (add --overwrite), or restore the directory from a backup") from None
+        raise TrainingStateError(f"{path}: unreadable ({e}); the checkpoint is corrupt. {AGAIN}, or restore the "
+                                 "directory from a backup") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("files"), dict):
         raise TrainingStateError(f"{path}: not a checkpoint of this trainer (expected format {FORMAT} with a "
                                  "'files' entry); start again without --resume (add --overwrite)")
@@ -100,17 +101,15 @@ def load(directory: str | os.PathLike) -> tuple[dict, dict[str, dict[str, torch.
     for group, name in state["files"].items():
         f = d / str(name)
         if not f.is_file():
-            raise TrainingStateError(f"{f}: missing, but {path} needs it; the checkpoint is incomplete. "
-                                     "Start again without --resume (add --overwrite)")
+            raise TrainingStateError(f"{f}: missing, but {path} needs it; the checkpoint is incomplete. {AGAIN}")
         expected = state.get("sizes", {}).get(group)
         if expected is not None and f.stat().st_size != expected:
             raise TrainingStateError(f"{f}: {f.stat().st_size} bytes, but {expected} were written; the file was "
-                                     "truncated or changed after saving. Start again without --resume "
-                                     "(add --overwrite)")
+                                     f"truncated or changed after saving. {AGAIN}")
         try:
             tensors[group] = load_safetensors(f)
         except ValueError as e:
-            raise TrainingStateError(f"{e}. Start again without --resume (add --overwrite)") from None
+            raise TrainingStateError(f"{e}. {AGAIN}") from None
     return state, tensors
 
 

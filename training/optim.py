@@ -24,14 +24,6 @@ def no_weight_decay(name: str, p: nn.Parameter) -> bool:
     return p.ndim < 2 or name.endswith(".bias") or ".ln" in name or "LayerNorm" in name
 
 
-def _section(name: str) -> str:
-    """Which lr group an encoder parameter belongs to: "embeddings", "layers.<l>", or its top module."""
-    parts = name.split(".")
-    if parts[0] == "layers":
-        return f"layers.{parts[1]}"
-    return parts[0]
-
-
 def param_groups(encoder: nn.Module, heads: dict[str, nn.Module], lr: float, layer_decay: float = 1.0,
                  weight_decay: float = 0.01, head_lr: float | None = None) -> list[dict]:
     """Optimizer param groups for an encoder (embeddings, layers[0..L-1], pooler) and task heads.
@@ -47,14 +39,10 @@ def param_groups(encoder: nn.Module, heads: dict[str, nn.Module], lr: float, lay
         raise ValueError(f"layer_decay must be > 0 (1.0 disables it, 0.8-0.95 is usual), got {layer_decay}")
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if head_lr is not None and not head_lr > 0:
-        raise ValueError(f"head_lr must be > 0 or None (None = lr), got {head_lr}")
     layers = getattr(encoder, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise ValueError(f"encoder ({type(encoder).__name__}) has no nn.ModuleList `layers`; pass the BertModel "
                          "itself (e.g. model.bert), not the multitask wrapper")
-    if not isinstance(heads, dict):
-        raise ValueError(f"heads must be a dict {{task_name: nn.Module}}, got {type(heads).__name__}")
     L = len(layers)
 
     def encoder_lr(section: str) -> float:
@@ -79,7 +67,8 @@ def param_groups(encoder: nn.Module, heads: dict[str, nn.Module], lr: float, lay
         groups[key]["params"].append(p)
 
     for name, p in encoder.named_parameters():
-        section = _section(name)
+        parts = name.split(".")
+        section = f"layers.{parts[1]}" if parts[0] == "layers" else parts[0]  # embeddings, layers.<l>, pooler
         add(section, encoder_lr(section), name, p)
     for task, head in heads.items():
         for name, p in head.named_parameters():
