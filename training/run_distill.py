@@ -56,21 +56,17 @@ def main(argv=None) -> dict:
     record = {"script": "distill", "command": own.command, "options": {**vars(own), **vars(margs)}}
     step1 = teachers(own, margs)  # `student` reuses the stored teachers (trains them if missing)
     record["single"] = step1["single"]
-    if own.command == "all":
-        variants = own.variants
-    elif own.command == "student":
-        variants = ["annealed" if own.fixed_lambda is None else own.fixed_lambda]
-    else:
-        variants = []
-    for v in variants:
+    variants = {"all": own.variants, "student": ["annealed" if own.fixed_lambda is None else own.fixed_lambda]}
+    names = ["single"]
+    for v in variants.get(own.command, []):
         name = v if isinstance(v, str) else f"lambda={v:g}"
-        lam = 1.0 if v == "multi" else v
+        names.append(name)
         print(f"step 2: student {name} ...")
-        result = train(margs, margs.tasks, lam, step1["outputs"], Path(own.bam_dir) / name.replace("=", "_"))
+        result = train(margs, margs.tasks, 1.0 if v == "multi" else v, step1["outputs"],
+                       Path(own.bam_dir) / name.replace("=", "_"))
         record[name] = result["dev"]
         record.setdefault("history", {})[name] = result["history"]
     record["wall_seconds"] = round(time.time() - t0, 1)
-    names = ["single"] + [v if isinstance(v, str) else f"lambda={v:g}" for v in variants]
     cols = [*margs.tasks, "overall"]
     print(f"\n{'dev':>14} " + " ".join(f"{c:>8}" for c in cols))
     for n in names:
