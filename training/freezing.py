@@ -4,15 +4,12 @@ Freezing sets requires_grad = False, so autograd computes no gradient for those 
 optimizer (which skips parameters whose .grad is None) never moves them, weight decay included.
 It saves the backward pass below the lowest trained layer and the optimizer state for frozen weights.
 
-Dropout is a separate switch: a frozen module in train() mode still drops activations, so its
-output is still noisy. That is usually fine (the trained layers above see the same noise they will
-be evaluated without), but for feature extraction with a fully frozen encoder call encoder.eval();
-model.train() turns it back on, so do it again after every model.train().
+Dropout is a separate switch: a frozen module in train() mode still drops activations. For
+feature extraction with a fully frozen encoder call encoder.eval() after every model.train().
 
-Which layers to freeze: the lower layers hold the most general features and change least in
-fine-tuning (Howard & Ruder 2018; Lee et al. 2019, "What Would Elsa Do? Freezing Layers During
-Transformer Fine-Tuning"), so freeze_lower_layers(encoder, n) freezes the embeddings together with
-layers 0..n-1: there is no point training the embeddings under frozen layers.
+The lower layers hold the most general features and change least in fine-tuning (Howard & Ruder
+2018; Lee et al. 2019), so freeze_lower_layers(encoder, n) freezes the embeddings with layers
+0..n-1: there is no point training the embeddings under frozen layers.
 """
 from __future__ import annotations
 
