@@ -16,8 +16,8 @@ from minbert.safetensors import load_safetensors, save_safetensors
 from training import checkpointing, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 from training.loop import Loop, fit
-from training.multitask import (build, build_model, dev_score, eval_batches, load_checkpoint, loop_settings,
-                                task_output, write_predictions)
+from training.multitask import (build, build_model, dev_score, load_checkpoint, loop_settings, task_output,
+                                write_predictions)
 from training.splits import load_split
 
 ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling")  # a teacher must match the student here
@@ -70,8 +70,7 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
 def teacher_outputs(model: MultitaskBert, task: str, encoded: list[dict], pad_id: int, device) -> dict:
     """{example id: teacher output} over encoded training examples, in eval mode (no dropout):
     sst -> 5 probabilities, quora -> P(paraphrase), sts -> the predicted score."""
-    model.eval()
-    ids, out, _ = tasks.outputs(lambda *x: model(task, *x), eval_batches(encoded, pad_id), device)
+    ids, out, _ = tasks.outputs(model, encoded, pad_id, device, task)
     return dict(zip(ids, np.round(tasks.TASKS[task].teacher(torch.from_numpy(out)).numpy(), 6).tolist()))
 
 

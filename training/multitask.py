@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-from data.batching import BucketBatchSampler, clamp_max_length, collate, example_lengths, to_device
+from data.batching import clamp_max_length, to_device
 from data.datasets import DataError, all_files, find_data_dir, task_file
 from heads.multitask import MultitaskBert
 from minbert import AdamW, BertModel, CheckpointError, Tokenizer
@@ -130,23 +130,14 @@ def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
         return net(task, *tasks.inputs(to_device(batch, args.device)))
 
 
-def eval_batches(encoded: list[dict], pad_id: int):
-    sampler = BucketBatchSampler(example_lengths(encoded), 128, shuffle=False, seed=0)
-    return (collate([encoded[i] for i in idx], pad_id) for idx in sampler)  # padded lazily, batch by batch
-
-
 def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:
     """({task: score, "overall"}, {task: (ids, predictions)}) of every task on a split, in eval mode."""
     scores, outputs = {}, {}
-    was_training = model.training
-    model.eval()
     for t in args.tasks:
-        ids, out, labels = tasks.outputs(lambda *x, t=t: model(t, *x), eval_batches(data[t][split], pad_id),
-                                         args.device, autocast(args))
+        ids, out, labels = tasks.outputs(model, data[t][split], pad_id, args.device, t, autocast(args))
         outputs[t] = (ids, tasks.predictions(t, out))
         if labels is not None:
             scores[t] = tasks.TASKS[t].metric(outputs[t][1], labels)
-    model.train(was_training)
     if tasks.overall(scores) is not None:
         scores["overall"] = tasks.overall(scores)
     return scores, outputs

@@ -29,7 +29,6 @@ from minbert.safetensors import save_safetensors
 from training import checkpointing, freezing, tasks
 from training.options import add_shared, device_problems
 from training.loop import Loop, Player, fit
-from training.multitask import eval_batches
 from training.optim import param_groups, warmup_linear
 from training.splits import NUM_CLASSES, labelled_subset, load_sentences
 from training.streams import TaskStream
@@ -93,10 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def predict(model: nn.Module, encoded: list[dict], pad_id: int, device) -> tuple[list, np.ndarray, np.ndarray | None]:
     """(ids, predicted classes, gold labels or None) over encoded examples, in eval mode."""
-    was_training = model.training
-    model.eval()
-    ids, out, labels = tasks.outputs(model, eval_batches(encoded, pad_id), device)
-    model.train(was_training)
+    ids, out, labels = tasks.outputs(model, encoded, pad_id, device)
     return ids, tasks.predictions("sst", out), labels  # argmax, as for sst
 
 

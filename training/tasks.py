@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.batching import to_device
+from data.batching import BucketBatchSampler, collate, example_lengths, to_device
 from training.checkpointing import atomic_write
 
 
@@ -110,18 +110,23 @@ def inputs(batch: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def outputs(forward: Callable[..., torch.Tensor], batches, device, autocast=contextlib.nullcontext
-            ) -> tuple[list, np.ndarray, np.ndarray | None]:
-    """Run forward(*inputs) over collated batches in eval mode: (ids, float32 outputs, labels or None).
-    forward: e.g. lambda *x: model("sst", *x). The caller puts the model in eval mode."""
+def outputs(model: nn.Module, encoded: list[dict], pad_id: int, device, task: str | None = None,
+            autocast=contextlib.nullcontext) -> tuple[list, np.ndarray, np.ndarray | None]:
+    """Run the model over encoded examples in eval mode, in length buckets (little padding), then back
+    to its mode: (ids, float32 outputs, labels or None). task: model(task, *inputs), else model(*inputs)."""
+    was_training = model.training
+    model.eval()
     ids, outs, labels = [], [], []
-    for batch in batches:
+    for idx in BucketBatchSampler(example_lengths(encoded), 128, shuffle=False, seed=0):
+        batch = collate([encoded[i] for i in idx], pad_id)  # padded lazily, batch by batch
         with autocast():
-            out = forward(*inputs(to_device(batch, device)))
+            x = inputs(to_device(batch, device))
+            out = model(*x) if task is None else model(task, *x)
         outs.append(out.float().cpu().numpy())
         ids += batch["ids"]
         if batch["labels"] is not None:
             labels.append(batch["labels"].numpy())
+    model.train(was_training)
     return ids, np.concatenate(outs) if outs else np.zeros(0), np.concatenate(labels) if labels else None
 
 
