@@ -1,1 +1,4 @@
 """Training utilities for multitask fine-tuning: PCGrad, task schedules, optimizer groups, freezing."""
+from training import memory
+
+memory.cap_onednn_cache()  # before any matrix product: oneDNN reads the setting once (training/memory.py)

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minbert.safetensors import load_safetensors
-from training import checkpointing, distributed
+from training import checkpointing, distributed, memory
 from training.checkpointing import TrainingStateError
 from training.distributed import World
 from training.pcgrad import pcgrad_backward
@@ -77,6 +77,7 @@ class Loop:
     say: Callable = print
     desc: str = ""
     save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
+    release_every: int = 10  # steps between handing the heap's free pages back (training/memory.py; 0: never)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -242,6 +243,7 @@ def fit(loop: Loop, log=None) -> dict:
                 player.sched.step()
                 player.opt.zero_grad(set_to_none=True)
             step += 1
+            memory.release(step, loop.release_every)
             if loop.on_step:
                 loop.on_step(step, values)
             if step % loop.log_every == 0:
@@ -256,6 +258,7 @@ def fit(loop: Loop, log=None) -> dict:
                 break
         if loop.evaluate is not None:
             key, row = loop.evaluate()
+            memory.release()  # evaluation's batches (128 examples) leave the largest holes
             history.append(dict(epoch=epoch + 1, phase=name, step=step, minutes=round((time.time() - t0) / 60, 2),
                                 **row))
             record(eval="dev", **history[-1])

@@ -18,7 +18,7 @@ PRESETS = {"full": FULL, "quick": dict(FULL, epochs=1, max_length=64, limit_trai
 
 # Options that may change between a run and its --resume; any other difference is refused.
 RUNTIME_OPTIONS = {"device", "threads", "time_budget", "log_every", "save_every", "resume", "overwrite", "out_dir",
-                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "adamw"}
+                   "predictions_dir", "data_dir", "amp", "on_nonfinite", "max_skips", "adamw", "profile"}
 
 
 def task_values(text: str, cast=float) -> dict[str, float]:
@@ -119,6 +119,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--out-dir", default="runs/multitask", help="checkpoints (best/, last/), options, metrics log")
     g.add_argument("--predictions-dir", default="predictions", help="where the six course output files go")
     g.add_argument("--log-every", type=int, default=50, help="steps between loss lines in the metrics log")
+    g.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile N training steps after 20 warm-up steps (torch.profiler): print the time per "
+                        "step and the ops that take it (training/profiling.py), then go on")
     g = p.add_argument_group("reliability")
     g.add_argument("--save-every", type=int, default=500,
                    help="steps between training-state checkpoints in out_dir/last")
@@ -154,6 +157,7 @@ def problems(args) -> list[str]:
         ("--threads", args.threads, args.threads >= 0, "0 (torch's default) or more"),
         ("--time-budget", args.time_budget, args.time_budget is None or args.time_budget > 0, "positive minutes"),
         ("--log-every", args.log_every, args.log_every >= 1, "at least 1"),
+        ("--profile", args.profile, args.profile >= 0, "0 (off) or a number of steps"),
         ("--save-every", args.save_every, args.save_every >= 1, "at least 1"),
         ("--max-skips", args.max_skips, args.max_skips >= 0, "0 or more"),
     ]:

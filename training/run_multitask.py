@@ -22,6 +22,7 @@ from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
 from training.multitask import build, dev_score, loop_settings, task_output, write_predictions
+from training.profiling import step_profiler
 
 
 def parse_args(argv=None):
@@ -102,7 +103,8 @@ def train_and_predict(run, args, world) -> dict:
                 pcgrad=run.pcgrad, out_dir=Path(args.out_dir), save_every=args.save_every, options=vars(args),
                 world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
                 extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
-                save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]))
+                save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]),
+                on_step=step_profiler(args.profile, say=say) if args.profile else None)
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
         f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else ""))
