@@ -7,10 +7,13 @@ length. BucketBatchSampler sorts examples by length inside large random pools an
 order of the resulting batches, so training still sees random batches while padding drops to a
 few percent (the "bucket iterator" of torchtext / fairseq's length-grouped batching).
 
-Encoded example (a dict of plain lists; what collate consumes):
+Encoded example (a dict; what collate consumes):
     single sentence / cross-encoder pair: {"input_ids", "token_type_ids", "id"} (+ "label")
     bi-encoder pair: {"input_ids_1", "token_type_ids_1", "input_ids_2", "token_type_ids_2",
                       "id"} (+ "label")
+The ids are 1-D numpy int32 arrays and the token types int8 arrays, not Python lists: a list
+spends about 36 bytes a token (a pointer and an int object), an int32 array 4, and a multitask run
+holds every split of every task encoded (issue 15). collate also takes plain lists.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from torch.utils.data import Sampler
 from .datasets import PAIR_TASKS, TASKS
 
 # ----------------------------------------------------------------------------- encoding
+
+ENCODE_CHUNK = 1024  # texts per tokenizer call in encode_examples
 
 
 def clamp_max_length(max_length: int | None, tokenizer,
@@ -44,7 +49,8 @@ def clamp_max_length(max_length: int | None, tokenizer,
 
 def encode_examples(tokenizer, examples: Sequence[dict], task: str,
                     max_length: int | None = None, cross_encoder: bool = False) -> list[dict]:
-    """Tokenize every example once with `tokenizer.encode_ids` (unpadded id lists).
+    """Tokenize every example once with `tokenizer.encode_ids`: unpadded ids (int32 arrays) and
+    token types (int8 arrays).
     Pair tasks: two separately encoded sentences `[CLS] a [SEP]`, `[CLS] b [SEP]` (bi-encoder),
     or with cross_encoder=True one `[CLS] a [SEP] b [SEP]` sequence with token types 0/1."""
     if task not in TASKS:
@@ -56,23 +62,30 @@ def encode_examples(tokenizer, examples: Sequence[dict], task: str,
         return []
 
     def encode(texts, pairs=None):
-        enc = tokenizer.encode_ids(texts, pairs=pairs, max_length=max_length)
-        if len(enc) != len(texts):
-            raise ValueError(f"tokenizer.encode_ids returned {len(enc)} encodings for "
-                             f"{len(texts)} texts")
-        return enc
+        # In chunks: the tokenizer holds a whole call's encodings (ids, offsets, token strings) at
+        # once, and the freed memory of one big call stays with the process.
+        out = []
+        for i in range(0, len(texts), ENCODE_CHUNK):
+            chunk = texts[i:i + ENCODE_CHUNK]
+            enc = tokenizer.encode_ids(chunk, pairs=None if pairs is None else pairs[i:i + ENCODE_CHUNK],
+                                       max_length=max_length)
+            if len(enc) != len(chunk):
+                raise ValueError(f"tokenizer.encode_ids returned {len(enc)} encodings for "
+                                 f"{len(chunk)} texts")
+            # int8 token types: BERT has two segments (type_vocab_size 2).
+            out += [(np.array(ids, dtype=np.int32), np.array(tt, dtype=np.int8)) for ids, tt in enc]
+        return out
 
     if not pair:
         enc = encode([ex["sentence"] for ex in examples])
-        out = [{"input_ids": list(ids), "token_type_ids": list(tt)} for ids, tt in enc]
+        out = [{"input_ids": ids, "token_type_ids": tt} for ids, tt in enc]
     elif cross_encoder:
         enc = encode([ex["sentence1"] for ex in examples], [ex["sentence2"] for ex in examples])
-        out = [{"input_ids": list(ids), "token_type_ids": list(tt)} for ids, tt in enc]
+        out = [{"input_ids": ids, "token_type_ids": tt} for ids, tt in enc]
     else:
         enc1 = encode([ex["sentence1"] for ex in examples])
         enc2 = encode([ex["sentence2"] for ex in examples])
-        out = [{"input_ids_1": list(a), "token_type_ids_1": list(ta),
-                "input_ids_2": list(b), "token_type_ids_2": list(tb)}
+        out = [{"input_ids_1": a, "token_type_ids_1": ta, "input_ids_2": b, "token_type_ids_2": tb}
                for (a, ta), (b, tb) in zip(enc1, enc2)]
     for o, ex in zip(out, examples):
         o["id"] = ex["id"]

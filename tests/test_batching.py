@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from data import batching
 from data.batching import (BucketBatchSampler, RandomBatchSampler, clamp_max_length, collate,
                            encode_examples, example_lengths, pad_batch, padding_stats, to_device)
 from data.datasets import load_task
@@ -50,7 +51,7 @@ def test_encode_single_sentence_keeps_id_label_and_tokenizes_once():
     assert [e["id"] for e in enc] == [e["id"] for e in examples]
     assert [e["label"] for e in enc] == [e["label"] for e in examples]
     for e, ex in zip(enc, examples):
-        assert (e["input_ids"], e["token_type_ids"]) == TOK.encode_ids([ex["sentence"]])[0]
+        assert (e["input_ids"].tolist(), e["token_type_ids"].tolist()) == TOK.encode_ids([ex["sentence"]])[0]
     assert example_lengths(enc) == [len(ex["sentence"].split()) + 2 for ex in examples]
 
 
@@ -58,8 +59,8 @@ def test_encode_pair_bi_encoder_encodes_each_sentence_alone():
     examples = load_task("sts", "dev", COURSE).examples
     enc = encode_examples(TOK, examples, "sts")
     for e, ex in zip(enc, examples):
-        assert (e["input_ids_1"], e["token_type_ids_1"]) == TOK.encode_ids([ex["sentence1"]])[0]
-        assert (e["input_ids_2"], e["token_type_ids_2"]) == TOK.encode_ids([ex["sentence2"]])[0]
+        assert (e["input_ids_1"].tolist(), e["token_type_ids_1"].tolist()) == TOK.encode_ids([ex["sentence1"]])[0]
+        assert (e["input_ids_2"].tolist(), e["token_type_ids_2"].tolist()) == TOK.encode_ids([ex["sentence2"]])[0]
         assert isinstance(e["label"], float)
     assert example_lengths(enc) == [len(e["input_ids_1"]) + len(e["input_ids_2"]) for e in enc]
 
@@ -69,7 +70,7 @@ def test_encode_pair_cross_encoder_joins_sentences_with_token_types():
     enc = encode_examples(TOK, examples, "quora", max_length=12, cross_encoder=True)
     for e, ex in zip(enc, examples):
         ids, types = TOK.encode_ids([ex["sentence1"]], [ex["sentence2"]], max_length=12)[0]
-        assert e["input_ids"] == ids and e["token_type_ids"] == types
+        assert e["input_ids"].tolist() == ids and e["token_type_ids"].tolist() == types
         assert "label" not in e
     assert any(1 in e["token_type_ids"] for e in enc)
 
@@ -153,6 +154,57 @@ def test_real_tokenizer_encoding_matches_its_own_padded_batch():
         assert torch.equal(batch["inputs"][k], ref[k]), k
 
 
+def padded(seqs: list[list[int]], value: int) -> torch.Tensor:
+    """(B, T) long, right-padded with `value`: the list encoding's batch, built by torch's pad_sequence."""
+    return torch.nn.utils.rnn.pad_sequence([torch.tensor(s, dtype=torch.long) for s in seqs], batch_first=True,
+                                           padding_value=value)
+
+
+@pytest.mark.parametrize("task,cross", [("sst", False), ("quora", True), ("sts", False)])
+def test_compact_encoding_collates_to_the_tensors_of_the_tokenizers_lists(monkeypatch, task, cross):
+    """The encoded splits are numpy arrays (int32 ids, int8 token types; issue 15), tokenized in chunks:
+    every batch must still be exactly the (B, T) long tensors of the tokenizer's own id lists."""
+    tok = real_tokenizer()
+    monkeypatch.setattr(batching, "ENCODE_CHUNK", 3)  # 8-10 examples: three or four chunks
+    examples = [{k: v for k, v in ex.items() if k != "label"}  # all splits, so unlabelled
+                for split in ("train", "dev", "test") for ex in load_task(task, split, COURSE).examples]
+    assert len(examples) > 2 * batching.ENCODE_CHUNK
+    enc = encode_examples(tok, examples, task, max_length=16, cross_encoder=cross)
+    if "sentence" in examples[0]:
+        sides = {"inputs": tok.encode_ids([e["sentence"] for e in examples], max_length=16)}
+    elif cross:
+        sides = {"inputs": tok.encode_ids([e["sentence1"] for e in examples], [e["sentence2"] for e in examples],
+                                          max_length=16)}
+    else:
+        sides = {f"inputs{i}": tok.encode_ids([e[f"sentence{i}"] for e in examples], max_length=16) for i in (1, 2)}
+    for e in enc:
+        for k, v in e.items():
+            if k.startswith(("input_ids", "token_type_ids")):
+                assert isinstance(v, np.ndarray) and v.dtype == (np.int32 if k.startswith("input") else np.int8)
+    assert example_lengths(enc) == [sum(len(ref[i][0]) for ref in sides.values()) for i in range(len(enc))]
+    for idx in ([0, 1, 2], [len(enc) - 1, 3, 0, 5], list(range(len(enc)))):  # across chunks, in any order
+        batch = collate([enc[i] for i in idx], pad_id=tok.pad_id)
+        for name, ref in sides.items():
+            expected = {"input_ids": padded([ref[i][0] for i in idx], tok.pad_id),
+                        "attention_mask": padded([[1] * len(ref[i][0]) for i in idx], 0),
+                        "token_type_ids": padded([ref[i][1] for i in idx], 0)}
+            assert batch[name].keys() == expected.keys()
+            for k, want in expected.items():
+                got = batch[name][k]
+                assert got.dtype == want.dtype == torch.long and torch.equal(got, want), (name, k)
+    if cross:
+        assert any(1 in types for _, types in sides["inputs"])  # the pair's segment ids are really tested
+
+
+def test_encoding_in_chunks_checks_every_chunk_of_the_tokenizer(monkeypatch):
+    class Short(WhitespaceTokenizer):
+        def encode_ids(self, texts, pairs=None, max_length=None):
+            return super().encode_ids(texts, pairs, max_length)[:-1]  # one encoding lost
+    monkeypatch.setattr(batching, "ENCODE_CHUNK", 2)
+    with pytest.raises(ValueError, match="returned 1 encodings for 2 texts"):
+        encode_examples(Short(), load_task("sst", "train", COURSE).examples, "sst")
+
+
 def real_tokenizer():
     from minbert import Tokenizer
     try:
@@ -177,8 +229,8 @@ def test_sentence_longer_than_csv_field_limit_is_truncated_like_any_other(tmp_pa
     for max_length in (32, 128):
         enc = encode_examples(tok, examples, "sts", max_length=max_length)
         assert len(enc[0]["input_ids_1"]) == max_length
-        assert enc[0]["input_ids_1"] == ref(long_text, truncation=True, max_length=max_length)["input_ids"]
-        assert enc[1]["input_ids_1"] == ref("Two dogs run .")["input_ids"]  # short ones untouched
+        assert enc[0]["input_ids_1"].tolist() == ref(long_text, truncation=True, max_length=max_length)["input_ids"]
+        assert enc[1]["input_ids_1"].tolist() == ref("Two dogs run .")["input_ids"]  # short ones untouched
 
 
 def test_max_length_above_the_position_limit_is_clamped_and_said_once():
@@ -194,7 +246,8 @@ def test_max_length_above_the_position_limit_is_clamped_and_said_once():
     # The clamp is what the tokenizer does anyway, silently: same encodings either way.
     examples = [{"id": "a", "sentence": "word " * 2_000}, {"id": "b", "sentence": "A short one ."}]
     clamped = encode_examples(tok, examples, "sst", max_length=max_length)
-    assert clamped == encode_examples(tok, examples, "sst", max_length=100_000)
+    unclamped = encode_examples(tok, examples, "sst", max_length=100_000)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(clamped, unclamped) for k in ("input_ids", "token_type_ids"))
     assert [len(e["input_ids"]) for e in clamped] == [limit, 6]
     # Within the limit, or unset: nothing to say.
     assert clamp_max_length(128, tok, log=messages.append) == 128
