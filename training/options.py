@@ -51,10 +51,10 @@ SHARED = {
                          "compute on padding); --no-unpad computes the whole padded batch, as transformers does"),
     "--warmup": dict(type=float, default=0.06, help="fraction of steps with linear LR warm-up (then linear decay)"),
     "--clip": dict(type=float, default=1.0, help="gradient norm clipping (0: off)"),
-    "--adamw": dict(choices=["graded", "fused"], default="graded",
-                    help="graded (default): the course's per-parameter update, as students write it; fused: "
-                         "minbert.AdamW through torch's fused kernel with the coefficients rewritten to the same "
-                         "update (equal to rounding, a 4-5x faster optimizer step: docs/results/optimizer-bench.txt)"),
+    "--adamw": dict(choices=["graded", "fused"], default="fused",
+                    help="fused (default): minbert.AdamW through torch's fused kernel with the coefficients "
+                         "rewritten to the course's update (equal to rounding; a 4-5x faster optimizer step, "
+                         "docs/results/optimizer-bench.txt); graded: the per-parameter update as students write it"),
     "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..."),
     "--threads": dict(type=int, default=0, help="CPU threads for torch (0: torch's default)"),
 }
