@@ -83,9 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="gpu: the device's bf16 peak, for MFU")
     p.add_argument("--peak-reps", type=int, default=200, help="timed calls of the peak's matrix product")
     p.add_argument("--epoch-adamw", default="graded,fused", help="sst-epoch: the trainer's --adamw values, one "
-                   "process each, in this order (graded: the course's loop, the old default; fused: the new default)")
+                   "process each, in this order (graded: the course's per-parameter loop; fused: minbert.AdamW's fused path)")
     p.add_argument("--epoch-args", default="", help="sst-epoch: more trainer options, one string, e.g. "
-                   "\"--limit-train 2000 --amp none\"")
+                   "--epoch-args=\"--limit-train 2000 --amp none\" (the = lets it start with --)")
     p.add_argument("--epoch-repeats", type=int, default=1,
                    help="sst-epoch: run every process this many times, the order reversed every other time")
     p.add_argument("--json", default=None, help="write the full record to this path")
