@@ -117,7 +117,7 @@ def test_sst_epoch_is_not_a_default_section_and_checks_its_options():
     args = run_benchmark.parse_args(["--sections", "sst-epoch"])
     assert args.epoch_adamw == ["graded", "fused"] and args.epoch_repeats == 1
     for bad in (["--epoch-adamw", "graded,sgd"], ["--epoch-args", "--device cuda"],
-                ["--epoch-args", "--adamw=fused"], ["--epoch-repeats", "0"]):
+                ["--epoch-args", "--adamw=fused"], ["--epoch-args", "--model 'unclosed"], ["--epoch-repeats", "0"]):
         with pytest.raises(SystemExit):
             run_benchmark.parse_args(["--sections", "sst-epoch", *bad])
 

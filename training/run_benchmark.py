@@ -96,7 +96,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.epoch_adamw = [a for a in args.epoch_adamw.split(",") if a]
     if not args.epoch_adamw or set(args.epoch_adamw) - {"graded", "fused"}:
         p.error(f"--epoch-adamw {','.join(args.epoch_adamw)}: a comma list of graded, fused")
-    if {"--device", "--adamw", "--out-dir", "--predictions-dir"} & {a.split("=")[0] for a in shlex.split(args.epoch_args)}:
+    try:
+        extra = {a.split("=")[0] for a in shlex.split(args.epoch_args)}
+    except ValueError as e:  # e.g. an unclosed quote
+        p.error(f"--epoch-args {args.epoch_args!r}: {e}")
+    if {"--device", "--adamw", "--out-dir", "--predictions-dir"} & extra:
         p.error(f"--epoch-args {args.epoch_args!r}: the benchmark sets --device cpu, --adamw (use --epoch-adamw), "
                 "--out-dir and --predictions-dir itself; leave them out")
     for name in ("threads", "batch_size", "reps", "epoch_batches", "gpu_batch_size", "gpu_seq_len", "gpu_steps",
