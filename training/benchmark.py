@@ -15,6 +15,7 @@ from data.batching import (BucketBatchSampler, RandomBatchSampler, collate, enco
 from data.datasets import load_task
 from minbert import BertConfig, BertModel, Tokenizer
 from minbert.checkpoint import minbert_to_hf
+from training import efficiency
 
 try:
     import transformers
@@ -174,18 +175,27 @@ def model_section(mode: str, models: dict, batches: dict, args) -> list[dict]:
     """train or infer: every contender on every batch shape."""
     rows = []
     for shape, batch in batches.items():
-        fns = {}
+        fns, memory = {}, {}
         for name, m in models.items():
             m.train(mode == "train")
             fns[name] = (train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-5, fused=True), [batch],
                                     cpu_autocast(args))
                          if mode == "train" else infer_step(m, batch, cpu_autocast(args)))
-        times = interleaved(fns, args.reps, args.warmup)
+            # each contender warms up alone, so that the resident memory its first steps add (grads,
+            # optimizer state, activations) is its own
+            mark = efficiency.memory_mark()
+            for _ in range(args.warmup):
+                fns[name]()
+            memory[name] = efficiency.memory_since(mark)
+        times = interleaved(fns, args.reps, 0)
         B, T = batch["input_ids"].shape
-        res = {n: summary(t, B) for n, t in times.items()}
+        res = {n: summary(t, B) | memory[n] for n, t in times.items()}
+        # every contender computes the same model: its FLOPs on the real tokens (efficiency.add_rates: MFU)
+        flops = efficiency.model_flops(models["minbert-manual"], efficiency.real_lengths(batch), mode == "train")
         rows.append({"shape": shape, "B": B, "T": T, "padding": 1 - int(batch["attention_mask"].sum()) / (B * T),
-                     "results": res, "ratios": {f"{a}/{b}": res[a]["seq_per_s"] / res[b]["seq_per_s"]
-                                                for a, b in PAIRS.items() if a in res and b in res}})
+                     "model_flops": flops, "results": res,
+                     "ratios": {f"{a}/{b}": res[a]["seq_per_s"] / res[b]["seq_per_s"]
+                                for a, b in PAIRS.items() if a in res and b in res}})
         if args.profile and shape == next(iter(batches)):
             for name, fn in fns.items():
                 print(f"\n-- {mode} {shape}: {name}, top {args.profile} ops by self CPU time --")
@@ -276,10 +286,8 @@ def peak_tflops(device_name: str, override: float | None) -> float | None:
 
 
 def train_flops_per_seq(model: BertModel, T: int) -> float:
-    """6 N T + 12 L T^2 C (PaLM, appendix B): N = parameters of the encoder layers (embeddings are
-    lookups, the pooler sees one token); the second term is Q K^T and att V, forward and backward."""
-    c = model.config
-    return 6 * sum(p.numel() for p in model.layers.parameters()) * T + 12 * c.num_hidden_layers * T * T * c.hidden_size
+    """Training FLOPs of one sequence of T real tokens: 6 N T + 12 L T^2 C (efficiency.model_flops)."""
+    return efficiency.model_flops(model, [T])
 
 
 def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: int, reps: int,

@@ -4,6 +4,7 @@
     python training/run_benchmark.py --json bench.json        # also write the JSON record
     python training/run_benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
     python training/run_benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
+    python training/run_benchmark.py --sections sst-epoch     # the timed SST epoch, graded vs fused AdamW
 
 Sections (--sections):
   train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
@@ -15,6 +16,16 @@ Sections (--sections):
          batches padded to the batch maximum, and padding to a fixed --max-length (128); the
          bucket and random batches also with minbert's unpadding (bucket+unpad, random+unpad)
   gpu    bert-base shape, bf16 autocast + TF32 + fused AdamW (+ --compile): seq/s, MFU, memory
+  sst-epoch  (not in the default sections: minutes) one SST training epoch of
+         training/run_multitask.py as a whole process, once per --epoch-adamw value: wall time,
+         model GFLOP/s, fraction of the peak, maximum resident memory
+
+Efficiency (CPU sections): the matrix peak is measured in this run, at its start and its end, as
+the rate of one 1024x384 . 384x1536 torch.mm at --threads (bf16 where the CPU has native bf16,
+else fp32; the fp32 rate too), and the peak is the higher of the two. GFLOP/s columns count model
+FLOPs on real tokens only, 6 N tokens + 12 L sum(T^2) C per training step (N: the encoder layers'
+parameters), a third of it per inference; MFU = GFLOP/s / peak. Memory (Linux): the resident
+memory a contender's warm-up adds at its peak (VmHWM - VmRSS before), and the high-water mark.
 
 Fairness: the contenders share the weights (checked: their outputs agree), the batch, the thread
 count and the optimizer (torch.optim.AdamW, fused); repetitions run in A B C D D C B A ... order
@@ -27,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,7 +46,7 @@ from pathlib import Path
 import torch
 
 from minbert import BertConfig, Tokenizer
-from training import benchmark
+from training import benchmark, efficiency
 from training.benchmark import (check_same_outputs, contenders, cpu_batches, epoch_section, gpu_bench, load_model,
                                 model_section)
 
@@ -69,12 +81,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-steps", type=int, default=10, help="training steps per timed GPU repetition")
     p.add_argument("--compile", action="store_true", help="gpu: torch.compile every contender")
     p.add_argument("--peak-tflops", type=float, default=None, help="gpu: the device's bf16 peak, for MFU")
+    p.add_argument("--peak-reps", type=int, default=200, help="timed calls of the peak's matrix product")
+    p.add_argument("--epoch-adamw", default="graded,fused", help="sst-epoch: the trainer's --adamw values, one "
+                   "process each, in this order (graded: the course's per-parameter loop; fused: minbert.AdamW's fused path)")
+    p.add_argument("--epoch-args", default="", help="sst-epoch: more trainer options, one string, e.g. "
+                   "--epoch-args=\"--limit-train 2000 --amp none\" (the = lets it start with --)")
+    p.add_argument("--epoch-repeats", type=int, default=1,
+                   help="sst-epoch: run every process this many times, the order reversed every other time")
     p.add_argument("--json", default=None, help="write the full record to this path")
     args = p.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
-    if set(args.sections) - {"train", "infer", "epoch", "gpu"}:
-        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu")
-    for name in ("threads", "batch_size", "reps", "epoch_batches", "gpu_batch_size", "gpu_seq_len", "gpu_steps"):
+    if set(args.sections) - {"train", "infer", "epoch", "gpu", "sst-epoch"}:
+        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu, sst-epoch")
+    args.epoch_adamw = [a for a in args.epoch_adamw.split(",") if a]
+    if not args.epoch_adamw or set(args.epoch_adamw) - {"graded", "fused"}:
+        p.error(f"--epoch-adamw {','.join(args.epoch_adamw)}: a comma list of graded, fused")
+    try:
+        extra = {a.split("=")[0] for a in shlex.split(args.epoch_args)}
+    except ValueError as e:  # e.g. an unclosed quote
+        p.error(f"--epoch-args {args.epoch_args!r}: {e}")
+    if {"--device", "--adamw", "--out-dir", "--predictions-dir"} & extra:
+        p.error(f"--epoch-args {args.epoch_args!r}: the benchmark sets --device cpu, --adamw (use --epoch-adamw), "
+                "--out-dir and --predictions-dir itself; leave them out")
+    for name in ("threads", "batch_size", "reps", "epoch_batches", "gpu_batch_size", "gpu_seq_len", "gpu_steps",
+                 "peak_reps", "epoch_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
@@ -82,15 +112,43 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- report
 
+def mb(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def print_peak(peak: dict) -> None:
+    print(f"\n== matrix peak (torch.mm 1024x384 . 384x1536, median of {peak['start']['fp32']['reps']} calls) ==")
+    for when in ("start", "end"):
+        print(f"{when:5s}  " + "  ".join(f"{d} {r['gflops']:7.1f} GFLOP/s" for d, r in peak[when].items()))
+    print(f"peak used for MFU: {peak['dtype']} {peak['gflops']:.1f} GFLOP/s (the higher of start and end); "
+          f"fp32 {peak['fp32_gflops']:.1f}")
+
+
 def print_rows(title: str, rows: list[dict]) -> None:
-    print(f"\n== {title} ==\n{'shape':11s} {'B':>3s} {'T':>4s} {'pad':>4s}  {'contender':19s} {'seq/s':>8s} "
-          f"{'median ms':>10s} {'min-max ms':>15s} {'cpu ms':>8s}  vs transformers")
+    print(f"\n== {title} ==\n(GFLOP/s: model FLOPs on real tokens; MFU: of the peak; +MB: resident memory the "
+          f"warm-up added; peak MB: resident high-water mark)\n{'shape':11s} {'B':>3s} {'T':>4s} {'pad':>4s}  "
+          f"{'contender':19s} {'seq/s':>8s} {'median ms':>10s} {'min-max ms':>15s} {'cpu ms':>8s} {'GFLOP/s':>8s} "
+          f"{'MFU':>6s} {'+MB':>6s} {'peak MB':>7s}  vs transformers")
     for row in rows:
         for n, s in row["results"].items():
             ratio = row["ratios"].get(f"{n}/{PAIRS.get(n)}")
             print(f"{row['shape']:11s} {row['B']:3d} {row['T']:4d} {row['padding']:4.0%}  {n:19s} "
                   f"{s['seq_per_s']:8.1f} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:7.1f}-{s['max_s'] * 1e3:<7.1f} "
-                  f"{s['cpu_median_s'] * 1e3:8.1f}  " + (f"{ratio:.3f}x {PAIRS[n].split('-')[1]}" if ratio else ""))
+                  f"{s['cpu_median_s'] * 1e3:8.1f} {s['gflops']:8.1f} {s['mfu']:6.1%} {mb(s['mem_added_mb']):>6s} "
+                  f"{mb(s['rss_peak_mb']):>7s}  " + (f"{ratio:.3f}x {PAIRS[n].split('-')[1]}" if ratio else ""))
+
+
+def print_sst_epoch(ep: dict, peak: dict) -> None:
+    w = ep["work"]
+    print(f"\n== sst-epoch: one SST training epoch of run_multitask.py, whole processes ==\n({ep['note']})\n"
+          f"{w['examples']} examples, {w['real_tokens']} real tokens, sum T^2 {w['sum_T2']}, N {w['nonembedding_params']:,}"
+          f", L {w['layers']}, C {w['hidden']}: {w['model_flops'] / 1e9:.2f} GFLOP"
+          f" (6 N tokens + 12 L sum(T^2) C); peak {peak['dtype']} {peak['gflops']:.1f}, fp32 {peak['fp32_gflops']:.1f} "
+          f"GFLOP/s; --epoch-args {ep['epoch_args']!r}\n"
+          f"{'adamw':7s} {'repeat':>6s} {'wall s':>8s} {'GFLOP/s':>8s} {'of peak':>8s} {'of fp32':>8s} {'max RSS MB':>10s}")
+    for r in ep["runs"]:
+        print(f"{r['adamw']:7s} {r['repeat'] + 1:6d} {r['wall_s']:8.1f} {r['gflops']:8.2f} {r['mfu']:8.1%} "
+              f"{r['mfu_fp32']:8.1%} {r['max_rss_mb']:10.0f}")
 
 
 def print_epoch(ep: dict) -> None:
@@ -129,6 +187,10 @@ def check_targets(rec: dict) -> list[dict]:
             out.append({"what": "gpu minbert-sdpa MFU", "value": s["mfu"], "goal": ">= 0.45", "met": s["mfu"] >= 0.45})
     for k, v in rec.get("gpu", {}).get("ratios", {}).items():
         out.append({"what": f"gpu {k}", "value": v, "goal": ">= 1.2", "met": v >= 1.2})
+    if rec.get("peak", {}).get("amx"):  # issue 15's goal on a CPU with AMX; without, it is relative to a baseline
+        for r in rec.get("sst-epoch", {}).get("runs", []):
+            out.append({"what": f"sst-epoch --adamw {r['adamw']} fraction of the peak", "value": r["mfu"],
+                        "goal": ">= 0.25", "met": r["mfu"] >= 0.25})
     return out
 
 
@@ -147,20 +209,37 @@ def main(argv=None) -> dict:
     print(f"minbert benchmark: torch {torch.__version__}, transformers {rec['meta']['transformers']}, "
           f"{args.threads} threads, model {args.model}, batch {args.batch_size}, CPU autocast {args.cpu_amp}, "
           f"median of {args.reps} interleaved reps after {args.warmup} warm-up")
+    cpu_rates = {"train", "infer", "sst-epoch"} & set(args.sections)
+    if cpu_rates:  # the peak at the start; again at the end, as load on the machine can only lower it
+        print("measuring the matrix peak ...")
+        start_peak = efficiency.matmul_peaks(args.peak_reps)
     if {"train", "infer", "epoch"} & set(args.sections):  # the GPU section needs no checkpoint nor tokenizer
         tok = Tokenizer.from_pretrained()
         models = contenders(load_model(args.model, "manual"))
         batches = cpu_batches(args, tok, models["minbert-manual"].config.vocab_size, notes)
         if batches and benchmark.transformers is not None:
             rec["meta"]["max_abs_diff_vs_minbert_manual"] = check_same_outputs(models, next(iter(batches.values())))
-        for sec, title in (("train", "training step: forward + backward + AdamW (CPU)"),
-                           ("infer", "inference: eval + no_grad (CPU)")):
+        for sec in ("train", "infer"):
             if sec in args.sections:
+                print(f"{sec} section ...")
                 rec[sec] = model_section(sec, models, batches, args)
-                print_rows(title, rec[sec])
         if "epoch" in args.sections:
             rec["epoch"] = epoch_section(args, tok, models["minbert-sdpa"], notes)
             print_epoch(rec["epoch"])
+    if "sst-epoch" in args.sections:
+        rec["sst-epoch"] = efficiency.sst_epoch_section(args)
+    if cpu_rates:
+        rec["peak"] = efficiency.combine_peaks(start_peak, efficiency.matmul_peaks(args.peak_reps))
+        rec["peak"]["amx"] = torch.cpu._is_amx_tile_supported()
+        efficiency.add_rates(rec, rec["peak"])
+        print_peak(rec["peak"])
+        for sec, title in (("train", "training step: forward + backward + AdamW (CPU)"),
+                           ("infer", "inference: eval + no_grad (CPU)")):
+            if sec in rec:
+                print_rows(title, rec[sec])
+        if "sst-epoch" in rec:
+            print_sst_epoch(rec["sst-epoch"], rec["peak"])
+    rec["meta"]["process_peak_rss_mb"] = efficiency.process_peak_mb()
     if "gpu" in args.sections:
         if torch.cuda.is_available():
             rec["gpu"] = gpu_bench(BertConfig(), torch.device("cuda"), args.gpu_batch_size, args.gpu_seq_len,
