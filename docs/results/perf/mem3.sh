@@ -1,0 +1,8 @@
+cd /work/main
+run() { name=$1; shift; /usr/bin/time -f "$name maxrss_kb=%M wall=%e" env "$@" .venv/bin/python training/run_multitask.py --tasks sst --epochs 1 --limit-train 3000 --limit-eval 16 --threads 2 --out-dir /tmp/perf/m-$name --overwrite --predictions-dir /tmp/perf/pred --log-every 1000 2>&1 | grep -a "maxrss\|error" ; }
+for i in 1 2; do
+run base X=1
+run mmap128k MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+run mmap4m MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=131072
+run onednn0 ONEDNN_PRIMITIVE_CACHE_CAPACITY=0
+done
