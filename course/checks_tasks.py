@@ -342,12 +342,17 @@ def judge_11(t, spec, j: Judge):
         "no supervised term": lambda: unsup, "a supervised term over every row": lambda: unsup + ce(real, labels)},
         "D's loss = supervised_loss(real_logits, labels, labelled) + the two unsupervised terms."))
     aux = ce(fake, cond)
-    got = j.got("d_ac")
-    j.close("d_ac", "discriminator_loss with fake_labels (AC-GAN)", got, sup + unsup + aux, lambda: likely_mistake(got, {
-        "the loss without the AC-GAN term": lambda: sup + unsup,
-        "the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]": lambda: sup + unsup + F.cross_entropy(fake, cond),
-        "the AC-GAN term subtracted": lambda: sup + unsup - aux},
-        "With fake_labels, add CE(fake_logits[:, :k], fake_labels)."))
+
+    def close_ac(name: str, what: str, base: Tensor, subtracted: str) -> None:
+        """The loss with fake_labels must be base + CE(fake_logits[:, :k], fake_labels) (D's and G's alike)."""
+        got = j.got(name)
+        j.close(name, what, got, base + aux, lambda: likely_mistake(got, {
+            "the loss without the AC-GAN term": lambda: base,
+            "the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]": lambda: base + F.cross_entropy(fake, cond),
+            subtracted: lambda: base - aux},
+            "With fake_labels, add CE(fake_logits[:, :k], fake_labels)."))
+
+    close_ac("d_ac", "discriminator_loss with fake_labels (AC-GAN)", sup + unsup, "the AC-GAN term subtracted")
     adv = -torch.log(1 - p_fake(fake)).mean()
     got = j.got("g_adversarial")
     j.close("g_adversarial", "generator_loss with real features == fake features", got, adv, lambda: likely_mistake(got, {
@@ -363,12 +368,8 @@ def judge_11(t, spec, j: Judge):
         "the SUM over the feature dimension: GAN-BERT averages it": lambda: adv + (rf.mean(0) - ff.mean(0)).pow(2).sum(),
         "|difference| instead of the squared difference": lambda: adv + (rf.mean(0) - ff.mean(0)).abs().mean()},
         "Feature matching: mean over the features of (mean real features - mean fake features)^2."))
-    got = j.got("g_ac")
-    j.close("g_ac", "generator_loss with fake_labels (AC-GAN)", got, adv + fm + aux, lambda: likely_mistake(got, {
-        "the loss without the AC-GAN term": lambda: adv + fm,
-        "the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]": lambda: adv + fm + F.cross_entropy(fake, cond),
-        "the AC-GAN term subtracted: G wants D to find the conditioning class": lambda: adv + fm - aux},
-        "With fake_labels, add CE(fake_logits[:, :k], fake_labels)."))
+    close_ac("g_ac", "generator_loss with fake_labels (AC-GAN)", adv + fm,
+             "the AC-GAN term subtracted: G wants D to find the conditioning class")
     real_grad, fake_grad = j.got("g_gradients", "real"), j.got("g_gradients", "fake")
     if real_grad is None or fake_grad is None:
         return
