@@ -18,8 +18,9 @@ from minbert.safetensors import load_safetensors, save_safetensors
 from training import checkpointing, run_multitask
 from training.streams import TaskStream
 
-# 3 epochs of the fixture data, batch 2: 21 steps (proportional) or 9 (PCGrad + an extra sst epoch).
-MODES = {"proportional": [], "pcgrad": ["--pcgrad", "--extra-epochs", "sst=1"]}
+# 3 epochs of the fixture data, batch 2: 21 steps (proportional) or 9 (PCGrad + an extra sst epoch);
+# ema: the proportional run with --ema (last/ carries the average: outcome() compares it too).
+MODES = {"proportional": [], "pcgrad": ["--pcgrad", "--extra-epochs", "sst=1"], "ema": ["--ema", "0.9"]}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def kill_after_save(p, out, step: int) -> int:
     return checkpointing.saved_step(out / "last")
 
 
-@pytest.mark.parametrize("mode", ["proportional", "pcgrad"])
+@pytest.mark.parametrize("mode", ["proportional", "pcgrad", "ema"])
 def test_run_killed_with_sigkill_and_resumed_ends_bit_identical(tmp_path, ckpt, uninterrupted, mode):
     reference, total = uninterrupted(mode)
     out = tmp_path / "killed"

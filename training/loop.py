@@ -6,9 +6,10 @@
             backward(losses)                       # (-> PCGrad: projected task gradients)
             norms = clip(players)
             if finite(losses, norms): opt.step()   # the non-finite guard
+                (ema.update())                     # --ema: the average of the weights (training/ema.py)
             sched.step(); opt.zero_grad()
             log, checkpoint, time budget
-        score dev -> keep the best (best/ on disk, or in memory)
+        score dev -> keep the best (best/ on disk, or in memory)   (--ema: the EMA weights; raw_* scores too)
     load the best weights back
 
 What a trainer does differently comes in as a function (how a step's losses are made, how dev is
@@ -18,6 +19,7 @@ reductions are the small helpers below; training/checkpointing.py holds the file
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +38,7 @@ from minbert.safetensors import load_safetensors
 from training import checkpointing, distributed, memory
 from training.checkpointing import TrainingStateError
 from training.distributed import World
+from training.ema import EMA
 from training.pcgrad import pcgrad_backward
 from training.sampling import TaskScheduler
 
@@ -78,6 +81,7 @@ class Loop:
     desc: str = ""
     save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
     release_every: int = 10  # steps between handing the heap's free pages back (training/memory.py; 0: never)
+    ema: EMA | None = None  # --ema: an average of the weights, updated every step; scored, kept and final
 
 
 # ----------------------------------------------------------------------------- the step
@@ -143,15 +147,20 @@ def save_last(loop: Loop, progress: dict) -> None:
     if not loop.world.is_main:
         return
     opt_tensors, opt_meta = checkpointing.optimizer_state(loop.players[0].opt)
-    checkpointing.save(loop.out_dir / "last", {"model": loop.model.state_dict(), "optimizer": opt_tensors}, dict(
-        progress, **loop.extra_state(), lr_schedule=loop.players[0].sched.state_dict(), optimizer=opt_meta, rng=rngs,
-        options=loop.options, world_size=loop.world.world_size))
+    tensors = {"model": loop.model.state_dict(), "optimizer": opt_tensors}
+    ema = {}
+    if loop.ema is not None:
+        tensors["ema"], ema = loop.ema.state_dict(), {"ema_updates": loop.ema.updates}
+    checkpointing.save(loop.out_dir / "last", tensors, dict(
+        progress, **loop.extra_state(), **ema, lr_schedule=loop.players[0].sched.state_dict(), optimizer=opt_meta,
+        rng=rngs, options=loop.options, world_size=loop.world.world_size))
 
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
-              may_change: set[str], restore: Callable[[dict], None] = lambda state: None) -> dict:
-    """Restore model, optimizer, schedule, RNGs and (restore(state)) the trainer's part from last/
-    (made by save_last); returns its state."""
+              may_change: set[str], restore: Callable[[dict], None] = lambda state: None,
+              ema: EMA | None = None) -> dict:
+    """Restore model, optimizer, schedule, RNGs, the EMA weights and (restore(state)) the trainer's part
+    from last/ (made by save_last); returns its state."""
     state, tensors = checkpointing.load(last)
     checkpointing.check_resumable(state, options, world.world_size, last, may_change)
     try:
@@ -159,6 +168,8 @@ def load_last(last: Path, model, player: Player, generators: dict, world: World,
         checkpointing.load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])
         player.sched.load_state_dict(state["lr_schedule"])
         checkpointing.set_rng_state(state["rng"][world.rank], generators)
+        if ema is not None:
+            ema.load_state_dict(tensors["ema"], state["ema_updates"])
         restore(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
         raise TrainingStateError(f"{last}: the checkpoint does not fit this run ({type(e).__name__}: "
@@ -184,6 +195,27 @@ def stop_on_sigterm() -> None:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
+
+
+# ----------------------------------------------------------------------------- weight averaging (--ema)
+
+
+def ema_weights(loop: Loop) -> contextlib.AbstractContextManager:
+    """The EMA weights in the model for a `with` block, the raw ones restored after it (no EMA: a no-op)."""
+    return loop.ema.applied(loop.model) if loop.ema is not None else contextlib.nullcontext()
+
+
+def dev_scores(loop: Loop) -> tuple[float, dict]:
+    """loop.evaluate() of the weights; with an EMA, of the EMA weights (they are kept and scored), and of
+    the raw weights too, as raw_* entries of the row: one run shows what the average gains."""
+    if loop.ema is None:
+        return loop.evaluate()
+    loop.say("  raw weights:")
+    _, raw = loop.evaluate()
+    loop.say("  EMA weights:")
+    with ema_weights(loop):
+        key, row = loop.evaluate()
+    return key, {**row, **{f"raw_{k}": v for k, v in raw.items()}}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -232,6 +264,8 @@ def fit(loop: Loop, log=None) -> dict:
                     running[t] = loop.smoothing * running.get(t, v) + (1 - loop.smoothing) * v
                 for player in loop.players:
                     player.opt.step()
+                if loop.ema is not None:
+                    loop.ema.update(model)
             else:  # no update; the step still counts (its batches are used, the LR schedule moves on)
                 skipped += 1
                 record(step=step + 1, skipped="non-finite", total_skipped=skipped, norm=", ".join(map(str, norms)),
@@ -257,17 +291,19 @@ def fit(loop: Loop, log=None) -> dict:
                 stopped = True
                 break
         if loop.evaluate is not None:
-            key, row = loop.evaluate()
+            key, row = dev_scores(loop)
             memory.release()  # evaluation's batches (128 examples) leave the largest holes
             history.append(dict(epoch=epoch + 1, phase=name, step=step, minutes=round((time.time() - t0) / 60, 2),
                                 **row))
             record(eval="dev", **history[-1])
             if best is None or key > best:
                 best = key
-                if loop.out_dir is None:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                elif world.is_main:
-                    loop.save_best(loop.out_dir / "best", {"options": loop.options, "dev": row, "epoch": epoch + 1})
+                with ema_weights(loop):  # the scored weights are the kept ones
+                    if loop.out_dir is None:
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    elif world.is_main:
+                        loop.save_best(loop.out_dir / "best", {"options": loop.options, "dev": row,
+                                                               "epoch": epoch + 1})
         if loop.out_dir:
             save_last(loop, progress(epoch + 1, 0, None, done=stopped or epoch + 1 == len(loop.phases)))
         if stopped:
@@ -277,5 +313,7 @@ def fit(loop: Loop, log=None) -> dict:
         model.load_state_dict(best_state)
     elif loop.out_dir and loop.evaluate is not None and world.is_main:
         model.load_state_dict(load_safetensors(loop.out_dir / "best" / "model.safetensors"))
+    elif loop.ema is not None:  # nothing was kept (no dev scores, or not rank 0): the average is final
+        loop.ema.copy_to(model)
     return {"history": history, "best": best, "minutes": (time.time() - t0) / 60, "stopped": stopped,
             "step": step}

@@ -17,6 +17,7 @@ from heads.multitask import MultitaskBert
 from minbert import AdamW, BertModel, CheckpointError, Tokenizer
 from training import freezing, tasks
 from training.distributed import World
+from training.ema import EMA
 from training.loop import Player
 from training.optim import param_groups, warmup_linear
 from training.splits import load_split
@@ -106,8 +107,10 @@ def build(args, world: World = World()) -> argparse.Namespace:
     if args.pcgrad:
         pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad],
                   [[p for p in model.heads[t].parameters() if p.requires_grad] for t in args.tasks], pcgrad_gen)
+    ema = EMA(model, args.ema) if args.ema else None  # starts at the initial weights; the loop updates it
     return argparse.Namespace(tok=tok, model=model, data=data, player=player, streams=streams, phases=phases,
-                              n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen)
+                              n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen,
+                              ema=ema)
 
 
 def loop_settings(args) -> dict:

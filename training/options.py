@@ -106,6 +106,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--freeze", default="none",
                    help="none | encoder (the course's 'pretrain' option) | embeddings | lower:N")
     g.add_argument("--freeze-head", default="", help="comma-separated task heads to keep fixed")
+    g = p.add_argument_group("regularization")
+    g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999; 0: off) with a warm-up, "
+                        "min(DECAY, (1+n)/(10+n)) at step n (training/ema.py): dev scores, best/, the prediction "
+                        "files and run_predict/run_export use the averaged weights. Costs an fp32 copy of the "
+                        "weights, an update per step, and one extra dev pass per epoch: the raw weights' scores, "
+                        "logged as raw_sst, raw_quora, raw_sts, raw_overall. Fixed for a run (not changeable on --resume)")
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
@@ -160,6 +167,7 @@ def problems(args) -> list[str]:
         ("--profile", args.profile, args.profile >= 0, "0 (off) or a number of steps"),
         ("--save-every", args.save_every, args.save_every >= 1, "at least 1"),
         ("--max-skips", args.max_skips, args.max_skips >= 0, "0 or more"),
+        ("--ema", args.ema, 0 <= args.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.999"),
     ]:
         if not ok:
             out.append(f"{flag} {value}: must be {want}")

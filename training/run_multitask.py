@@ -47,7 +47,7 @@ def prepare(args, world):
 
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS, restore_streams)
+                              options.RUNTIME_OPTIONS, restore_streams, run.ema)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
@@ -104,7 +104,7 @@ def train_and_predict(run, args, world) -> dict:
                 world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
                 extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
                 save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]),
-                on_step=step_profiler(args.profile, say=say) if args.profile else None)
+                on_step=step_profiler(args.profile, say=say) if args.profile else None, ema=run.ema)
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
         f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else ""))
