@@ -121,10 +121,11 @@ def train_and_predict(run, args, world) -> dict:
         print(f"note: --limit-eval {args.limit_eval}: the prediction files cover only part of each split")
     log.write(json.dumps(dict(final="dev", minutes=round(minutes, 2), **final)) + "\n")
     log.close()
-    cols = [*args.tasks, "overall"]
-    print(f"\n{'epoch':>5} {'phase':>12} " + " ".join(f"{k:>8}" for k in cols))
+    cols = [*args.tasks, "overall"] + (["raw_overall"] if args.ema else [])  # --ema: the raw weights' score too
+    width = {k: max(8, len(k)) for k in cols}
+    print(f"\n{'epoch':>5} {'phase':>12} " + " ".join(f"{k:>{width[k]}}" for k in cols))
     for h in history:
-        print(f"{h['epoch']:>5} {h['phase']:>12} " + " ".join(f"{h.get(k, float('nan')):8.4f}" for k in cols))
+        print(f"{h['epoch']:>5} {h['phase']:>12} " + " ".join(f"{h.get(k, float('nan')):{width[k]}.4f}" for k in cols))
     print("best dev: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()) + f"   total {minutes:.1f} min")
     out_dir = Path(args.out_dir)
     print(f"predictions in {args.predictions_dir}/, checkpoint in {out_dir}/best/, training state in {out_dir}/last/")
