@@ -1,6 +1,6 @@
 """The multitask model's pieces that run_multitask.py and run_distill.py share: reading the
 checkpoint, building the model with a head per task of the table, the optimizer, the step plan,
-the per-task losses, dev scores and the course's prediction files."""
+the per-task losses (R-Drop's too), dev scores and the course's prediction files."""
 from __future__ import annotations
 
 import argparse
@@ -131,6 +131,21 @@ def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
     """The head output of one task batch. net: the model or its DDP wrapper (which must see forward())."""
     with autocast(args)():
         return net(task, *tasks.inputs(to_device(batch, args.device)))
+
+
+def doubled(batch: dict) -> dict:
+    """The batch stacked on itself, [x; x]: one forward of it draws two dropout masks per example."""
+    return {k: {n: torch.cat([x, x]) for n, x in v.items()} if k.startswith("inputs") else v  # (2B, T)
+            for k, v in batch.items()}
+
+
+def rdrop_loss(net, task: str, batch: dict, labels: torch.Tensor, alpha: float, args) -> torch.Tensor:
+    """R-Drop (Liang et al. 2021): the batch through the model twice, with two dropout masks; the mean of
+    the two task losses + alpha * the table's divergence of the two outputs. (The paper sums the two
+    losses: this is its loss / 2 with its alpha = 2 * alpha.) Without dropout it is the plain loss."""
+    out1, out2 = task_output(net, task, doubled(batch), args).chunk(2)  # (2B, ...) -> 2 x (B, ...)
+    spec = tasks.TASKS[task]
+    return (spec.loss(out1, labels) + spec.loss(out2, labels)) / 2 + alpha * spec.divergence(out1, out2)
 
 
 def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:

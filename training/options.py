@@ -113,6 +113,14 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "files and run_predict/run_export use the averaged weights. Costs an fp32 copy of the "
                         "weights, an update per step, and one extra dev pass per epoch: the raw weights' scores, "
                         "logged as raw_sst, raw_quora, raw_sts, raw_overall. Fixed for a run (not changeable on --resume)")
+    g.add_argument("--rdrop", type=float, default=0.0, metavar="ALPHA",
+                   help="R-Drop (Liang et al. 2021; 0: off, e.g. 1): every training batch goes through the model "
+                        "twice with two dropout masks (one forward of the batch stacked on itself), and the loss "
+                        "is the mean of the two task losses + ALPHA * the divergence of the two outputs (training/"
+                        "tasks.py: sst symmetric KL of the class distributions, quora symmetric KL of the "
+                        "Bernoullis, sts squared difference; the paper's alpha is 2 * ALPHA). Needs dropout. "
+                        "Costs a doubled batch per step: measured step-time ratio in "
+                        "docs/results/quality/rdrop-step-cost.txt")
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
@@ -168,6 +176,7 @@ def problems(args) -> list[str]:
         ("--save-every", args.save_every, args.save_every >= 1, "at least 1"),
         ("--max-skips", args.max_skips, args.max_skips >= 0, "0 or more"),
         ("--ema", args.ema, 0 <= args.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.999"),
+        ("--rdrop", args.rdrop, args.rdrop >= 0, "0 (off) or a positive weight, e.g. 1"),
     ]:
         if not ok:
             out.append(f"{flag} {value}: must be {want}")
@@ -185,6 +194,10 @@ def problems(args) -> list[str]:
                    "emulated bf16 is slower than fp32. Leave out --amp, or use --device cuda")
     elif args.amp == "bf16" and not (args.device.startswith("cuda") or args.device == "cpu"):
         out.append(f"--amp bf16 is for cuda or cpu devices, not {args.device}")
+    no_divergence = [t for t in args.tasks if t in tasks.TASKS and tasks.TASKS[t].divergence is None]
+    if args.rdrop and no_divergence:
+        out.append(f"--rdrop: task(s) {no_divergence} have no divergence in training/tasks.py's table; add one "
+                   "(Task(divergence=...)) or leave out --rdrop")
     if args.pcgrad and len(args.tasks) < 2:
         out.append("--pcgrad needs at least two tasks")
     if args.resume and args.overwrite:

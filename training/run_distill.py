@@ -13,7 +13,7 @@ rising from 0 to 1 over the steps (or --fixed-lambda). `all`: step 1, then the s
 Every run uses the same loop, seed, batches and task order, so only the targets differ.
 
 All other options are run_multitask.py's (`python training/run_multitask.py --help`), except
---pcgrad, --extra-epochs, --freeze and --ema. Details: docs/RESULTS_METHODS.md, section 2.
+--pcgrad, --extra-epochs, --freeze, --ema and --rdrop. Details: docs/RESULTS_METHODS.md, section 2.
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:
     p.add_argument("--json", help="JSON record (default: BAM_DIR/all.json, teachers.json, student-<variant>.json)")
     own, rest = p.parse_known_args(argv)
     margs = options.parse_args(rest)
-    if margs.pcgrad or margs.extra_epochs or margs.freeze != "none" or margs.ema:
-        p.error("the distillation loop supports neither --pcgrad, --extra-epochs, --freeze nor --ema")
+    if margs.pcgrad or margs.extra_epochs or margs.freeze != "none" or margs.ema or margs.rdrop:
+        p.error("the distillation loop supports neither --pcgrad, --extra-epochs, --freeze, --ema nor --rdrop")
     if own.fixed_lambda is not None and not 0 <= own.fixed_lambda <= 1:
         p.error(f"--fixed-lambda must be in [0, 1], got {own.fixed_lambda}")
     try:

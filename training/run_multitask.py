@@ -21,7 +21,7 @@ from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import build, dev_score, loop_settings, task_output, write_predictions
+from training.multitask import build, dev_score, loop_settings, rdrop_loss, task_output, write_predictions
 from training.profiling import step_profiler
 
 
@@ -94,8 +94,9 @@ def train_and_predict(run, args, world) -> dict:
         out = {}
         for t in step_tasks:
             batch, weight = next(streams[t])
-            loss = tasks.TASKS[t].loss(task_output(net if len(step_tasks) == 1 else model, t, batch, args),
-                                       batch["labels"].to(args.device))
+            m, labels = net if len(step_tasks) == 1 else model, batch["labels"].to(args.device)
+            loss = (rdrop_loss(m, t, batch, labels, args.rdrop, args) if args.rdrop else
+                    tasks.TASKS[t].loss(task_output(m, t, batch, args), labels))
             out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
         return out
 

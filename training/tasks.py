@@ -1,9 +1,9 @@
 """The task table: every task the multitask model trains, defined once.
 
-  task   data (data/datasets.py)   encoding                   head output   loss       metric
-  sst    ids-sst-*, 5 classes      one sentence               logits (B, 5)  CE         accuracy
-  quora  quora-*, paraphrase 0/1   pair: --pair-mode cross|bi  logit (B,)     BCE        accuracy
-  sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE        Pearson
+  task   data (data/datasets.py)   encoding                   head output   loss  divergence (R-Drop)      metric
+  sst    ids-sst-*, 5 classes      one sentence               logits (B, 5)  CE    symmetric KL, softmaxes  accuracy
+  quora  quora-*, paraphrase 0/1   pair: --pair-mode cross|bi  logit (B,)     BCE   symmetric KL, Bernoullis accuracy
+  sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE   squared difference       Pearson
 
 Everything else (loading, encoding, training, evaluation, the prediction files, distillation)
 iterates over TASKS. Adding a task means one entry here and, if MultitaskBert does not build its
@@ -42,6 +42,9 @@ class Task:
     head: Callable[[int, object], nn.Module] | None = None  # (hidden size, options) -> head, if MultitaskBert lacks it
     describe: Callable[[torch.Tensor], str] = lambda out: f"{out.item():.3f}"  # one output row, for people
     metric_name: str = "accuracy"
+    # (output, output) -> scalar >= 0, 0 for equal outputs: how far two dropout masks' outputs of the same
+    # batch are apart (--rdrop, R-Drop); None: the task cannot be trained with --rdrop
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -52,6 +55,28 @@ def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torc
         return F.binary_cross_entropy_with_logits(out.float(), labels.float())
     return F.mse_loss(out.float(), labels.float())
     # END SOLUTION
+
+
+# R-Drop's divergences (Liang et al. 2021): the symmetric KL 1/2 (KL(P1||P2) + KL(P2||P1)) of the two
+# outputs' distributions, batch mean. Its two terms add up to sum_c (p1 - p2)(log p1 - log p2); for a
+# Bernoulli that is (p1 - p2)(logit1 - logit2), with no log of a probability near 0 or 1.
+
+
+def symmetric_kl_softmax(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Class logits (B, C), (B, C) -> the symmetric KL of their softmaxes."""
+    log_p, log_q = F.log_softmax(a.float(), -1), F.log_softmax(b.float(), -1)
+    return 0.5 * ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
+
+
+def symmetric_kl_bernoulli(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Logits (B,), (B,) -> the symmetric KL of the Bernoullis sigmoid(a), sigmoid(b)."""
+    a, b = a.float(), b.float()
+    return 0.5 * ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).mean()
+
+
+def squared_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Scores (B,), (B,) -> the mean squared difference (a regression output has no distribution)."""
+    return (a.float() - b.float()).square().mean()
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
@@ -80,14 +105,15 @@ def describe_quora(out: torch.Tensor) -> str:
 # Column headers as in the course (Similiary sic).
 TASKS: dict[str, Task] = {
     "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
-                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst),
+                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst,
+                divergence=symmetric_kl_softmax),
     "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
                   lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
                   accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode",
-                  describe=describe_quora),
+                  describe=describe_quora, divergence=symmetric_kl_bernoulli),
     "sts": Task("sts", True, lambda out, y: loss_from_output("sts", out, y), lambda out: out.clamp(0.0, 5.0),
                 pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode",
-                metric_name="Pearson r"),
+                metric_name="Pearson r", divergence=squared_difference),
 }
 COURSE_TASKS = ("sst", "quora", "sts")
 
