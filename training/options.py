@@ -119,8 +119,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "is the mean of the two task losses + ALPHA * the divergence of the two outputs (training/"
                         "tasks.py: sst symmetric KL of the class distributions, quora symmetric KL of the "
                         "Bernoullis, sts squared difference; the paper's alpha is 2 * ALPHA). Needs dropout. "
-                        "Costs a doubled batch per step: measured step-time ratio in "
-                        "docs/results/quality/rdrop-step-cost.txt")
+                        "Costs a doubled batch per step: 1.88x the step time, measured on a loaded 2-core AMD EPYC "
+                        "(docs/results/quality/rdrop-step-cost.txt). Fixed for a run (not changeable on --resume)")
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
     g.add_argument("--amp", choices=["auto", "none", "bf16"],
