@@ -126,13 +126,10 @@ def check_out_dir(out_dir: str | os.PathLike, predictions_dir: str | os.PathLike
 
 
 def check_resumable(state: dict, options: dict, world_size: int, last: Path, may_change: set[str]) -> None:
-    """A run continues only with the options it was started with (those in may_change aside). An option
-    newer than the checkpoint (absent from its options) may only be off now (0, False, empty): the run
-    was trained without it."""
+    """A run continues only with the options it was started with (those in may_change aside)."""
     saved, now = state.get("options", {}), json.loads(json.dumps(options))  # tuples -> lists, as in the file
     diff = [f"--{k.strip('_').replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
-            for k in sorted(set(saved) | set(now)) if k not in may_change and saved.get(k) != now.get(k)
-            and (k in saved or now.get(k))]
+            for k in sorted(set(saved) | set(now)) if k not in may_change and saved.get(k) != now.get(k)]
     if diff:
         raise TrainingStateError(f"{last}: cannot resume with different options: the checkpoint was written with "
                                  + "; ".join(diff) + ". Resume with the original options, or start again with "
