@@ -130,6 +130,12 @@ def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
         return net(task, *tasks.inputs(to_device(batch, args.device)))
 
 
+def aux_output(model, task: str, batch: dict, args) -> torch.Tensor:
+    """A task's second loss on one batch (e.g. --quora-mnrl), unweighted; see tasks.Task.aux_loss."""
+    with autocast(args)():
+        return tasks.TASKS[task].aux_loss(model, to_device(batch, args.device))
+
+
 def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:
     """({task: score, "overall"}, {task: (ids, predictions)}) of every task on a split, in eval mode."""
     scores, outputs = {}, {}

@@ -21,7 +21,7 @@ from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import build, dev_score, loop_settings, task_output, write_predictions
+from training.multitask import aux_output, build, dev_score, loop_settings, task_output, write_predictions
 from training.profiling import step_profiler
 
 
@@ -94,8 +94,12 @@ def train_and_predict(run, args, world) -> dict:
         out = {}
         for t in step_tasks:
             batch, weight = next(streams[t])
-            loss = tasks.TASKS[t].loss(task_output(net if len(step_tasks) == 1 else model, t, batch, args),
-                                       batch["labels"].to(args.device))
+            loss = tasks.task_loss(t, args)(task_output(net if len(step_tasks) == 1 else model, t, batch, args),
+                                            batch["labels"].to(args.device))
+            if tasks.aux_weight(t, args):  # --quora-mnrl: a second loss, on the sentences' own vectors
+                # through model, not net: DDP's gradient hooks sit on the shared parameters, which the
+                # forward above used too, so they fire once with both losses' gradients
+                loss = loss + tasks.aux_weight(t, args) * aux_output(model, t, batch, args)
             out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
         return out
 
