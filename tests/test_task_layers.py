@@ -267,3 +267,21 @@ def test_run_export_writes_the_shared_layers_with_stss_own_top_layers(tmp_path):
     torch.testing.assert_close(theirs, sts, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(theirs, sst, atol=1e-3)
     assert "--task-layers 2" in (out / "README.md").read_text()
+
+
+def test_a_tiny_training_run_with_task_layers_saves_a_run_that_loads_and_predicts(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    result = run_multitask.main(["--model", str(tiny_checkpoint), "--data-dir", str(FIXTURE_DATA), "--device", "cpu",
+                                 "--preset", "quick", "--amp", "none", "--epochs", "1", "--batch-size", "2",
+                                 "--threads", "1", "--task-layers", "1", "--out-dir", str(out),
+                                 "--predictions-dir", str(out / "predictions")])
+    assert set(result["dev"]) == {"sst", "quora", "sts", "overall"}
+    model = MultitaskBert.from_run(out / "best")
+    assert model.n_task_layers == 1 and sorted(model.task_layers) == ["quora", "sst"]
+    # the trained copies moved away from the layer they were copied from, each its own way
+    top = model.encoder.layers[-1].state_dict()
+    sst, quora = (model.task_layers[t][0].state_dict() for t in ("sst", "quora"))
+    assert not torch.equal(sst["ffn_in.weight"], top["ffn_in.weight"])
+    assert not torch.equal(sst["ffn_in.weight"], quora["ffn_in.weight"])
+    predicted = run_predict.main(["--run", str(out / "best"), "--task", "sst", "--device", "cpu", "A fine film."])
+    assert predicted["outputs"].shape == (1, 5)
