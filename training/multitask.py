@@ -80,9 +80,9 @@ def build(args, world: World = World()) -> argparse.Namespace:
     elif args.freeze.startswith("lower:"):
         freezing.freeze_lower_layers(model.encoder, int(args.freeze.split(":")[1]))
     for copies in model.task_layers.values():  # a task's copy of a frozen layer stays frozen too
-        for copy, layer in zip(copies, model.encoder.layers[-len(copies):]):
+        for own, layer in zip(copies, model.encoder.layers[-len(copies):]):
             if not any(p.requires_grad for p in layer.parameters()):
-                freezing.freeze_module(copy)
+                freezing.freeze_module(own)
     for t in filter(None, args.freeze_head.split(",")):
         freezing.freeze_module(model.heads[t])
     own_layers = {t: model.task_layers[t] for t in args.tasks if t in model.task_layers}
