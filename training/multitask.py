@@ -48,10 +48,10 @@ def load_checkpoint(args) -> tuple[Tokenizer, BertModel]:
 def build_model(args, encoder: BertModel) -> MultitaskBert:
     """MultitaskBert on `encoder`, with a head for every task of args.tasks, on args.device."""
     model = MultitaskBert(encoder, sentiment_pooling=args.sentiment_pooling, pair_mode=args.pair_mode,
-                          sts_mode=args.sts_mode, dropout=args.dropout)
+                          sts_mode=args.sts_mode, dropout=args.dropout, task_layers=args.task_layers)
     for t in args.tasks:  # a task of the table whose head MultitaskBert does not build
         if t not in model.heads:
-            model.heads[t] = tasks.TASKS[t].head(encoder.config.hidden_size, args)
+            model.add_head(t, tasks.TASKS[t].head(encoder.config.hidden_size, args))
     return model.to(args.device)
 
 
@@ -79,11 +79,16 @@ def build(args, world: World = World()) -> argparse.Namespace:
         freezing.freeze_embeddings(model.encoder)
     elif args.freeze.startswith("lower:"):
         freezing.freeze_lower_layers(model.encoder, int(args.freeze.split(":")[1]))
+    for copies in model.task_layers.values():  # a task's copy of a frozen layer stays frozen too
+        for own, layer in zip(copies, model.encoder.layers[-len(copies):]):
+            if not any(p.requires_grad for p in layer.parameters()):
+                freezing.freeze_module(own)
     for t in filter(None, args.freeze_head.split(",")):
         freezing.freeze_module(model.heads[t])
+    own_layers = {t: model.task_layers[t] for t in args.tasks if t in model.task_layers}
     opt = AdamW(param_groups(model.encoder, {t: model.heads[t] for t in args.tasks}, lr=args.lr,
-                             layer_decay=args.layer_decay, weight_decay=args.weight_decay), lr=args.lr,
-                fused=args.adamw == "fused")
+                             layer_decay=args.layer_decay, weight_decay=args.weight_decay, task_layers=own_layers),
+                lr=args.lr, fused=args.adamw == "fused")
     bs = {t: args.task_batch_size.get(t, args.batch_size) for t in args.tasks}
     # With R processes a step trains on one global batch of R * batch_size examples (streams.py).
     n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size)) for t in args.tasks}
@@ -103,9 +108,12 @@ def build(args, world: World = World()) -> argparse.Namespace:
     if world.rank:  # dropout: the same heads on every rank (seeded alike above), different masks
         torch.manual_seed(args.seed + world.rank)
     pcgrad = None
-    if args.pcgrad:
-        pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad],
-                  [[p for p in model.heads[t].parameters() if p.requires_grad] for t in args.tasks], pcgrad_gen)
+    if args.pcgrad:  # a task's head and own top layers see its gradient alone; the rest is shared
+        own = {t: [p for m in (model.heads[t], *model.own_layers(t)) for p in m.parameters() if p.requires_grad]
+               for t in args.tasks}
+        mine = {id(p) for ps in own.values() for p in ps}
+        pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad and id(p) not in mine],
+                  [own[t] for t in args.tasks], pcgrad_gen)
     return argparse.Namespace(tok=tok, model=model, data=data, player=player, streams=streams, phases=phases,
                               n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen)
 

@@ -87,6 +87,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "trained for; best in docs/RESULTS.md), cross-encoder, or feature regressor")
     g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
+    g.add_argument("--task-layers", type=int, default=0, metavar="N",
+                   help="task-specific top layers: the lower L - N encoder layers are shared, each task runs its "
+                        "own copy of the top N, all starting from the pretrained ones (STS keeps the encoder's own, "
+                        "which run_export.py writes). Cost: N layers more per other task, for all-MiniLM-L6-v2 "
+                        "1,774,464 parameters per layer, so N=1 adds 3.5M and N=2 7.1M to its 22.7M (and their "
+                        "AdamW state); a batch still runs L layers. 0 (default): one shared encoder")
     add_shared(g, "--attn", "--unpad")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
@@ -161,6 +167,7 @@ def problems(args) -> list[str]:
         ("--warmup", args.warmup, 0 <= args.warmup <= 1, "a fraction in [0, 1]"),
         ("--clip", args.clip, args.clip >= 0, "0 (off) or a positive norm"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
+        ("--task-layers", args.task_layers, args.task_layers >= 0, "0 (off) or a number of top layers"),
         ("--alpha", args.alpha, args.alpha >= 0, "0 or more"),
         ("--max-length", args.max_length, args.max_length >= 4, "at least 4 ([CLS] a [SEP] b [SEP])"),
         ("--limit-train", args.limit_train, args.limit_train is None or args.limit_train >= 1, "at least 1"),
