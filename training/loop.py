@@ -149,11 +149,12 @@ def save_last(loop: Loop, progress: dict) -> None:
 
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
-              may_change: set[str], restore: Callable[[dict], None] = lambda state: None) -> dict:
+              may_change: set[str], restore: Callable[[dict], None] = lambda state: None,
+              defaults: dict | None = None) -> dict:
     """Restore model, optimizer, schedule, RNGs and (restore(state)) the trainer's part from last/
     (made by save_last); returns its state."""
     state, tensors = checkpointing.load(last)
-    checkpointing.check_resumable(state, options, world.world_size, last, may_change)
+    checkpointing.check_resumable(state, options, world.world_size, last, may_change, defaults)
     try:
         model.load_state_dict(tensors["model"])
         checkpointing.load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])

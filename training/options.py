@@ -234,6 +234,12 @@ def device_problems(device: str) -> list[str]:
     return []
 
 
+def defaults() -> dict:
+    """Every option's value when it is not given (before presets): what a checkpoint written before an
+    option existed is taken to have used (checkpointing.check_resumable)."""
+    return {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+
+
 def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     p = build_parser(description)
     args = p.parse_args(argv)

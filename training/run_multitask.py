@@ -47,7 +47,7 @@ def prepare(args, world):
 
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS, restore_streams)
+                              options.RUNTIME_OPTIONS, restore_streams, options.defaults())
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
