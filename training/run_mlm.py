@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
           + (f"{args.minutes:g} minutes" if args.minutes else ""))
     loop = Loop(model, [Player(opt, sched, [p for p in model.parameters() if p.requires_grad])], phases, losses,
                 seed=args.seed, clip=args.clip, time_budget=args.minutes, on_step=on_step, device=args.device,
-                log_every=args.log_every, desc="mlm ", on_nonfinite="skip" if args.amp == "bf16" else "stop",
+                log_every=args.log_every, on_nonfinite="skip" if args.amp == "bf16" else "stop",
                 max_skips=20)
     try:
         result = fit(loop)
