@@ -11,6 +11,8 @@ Encoded example (a dict; what collate consumes):
     single sentence / cross-encoder pair: {"input_ids", "token_type_ids", "id"} (+ "label")
     bi-encoder pair: {"input_ids_1", "token_type_ids_1", "input_ids_2", "token_type_ids_2",
                       "id"} (+ "label")
+    cross-encoder pair with sentences=True: both of the above (a loss on each sentence's own
+                      vector beside the pair's head, --quora-mnrl)
 The ids are 1-D numpy int32 arrays and the token types int8 arrays, not Python lists: a list
 spends about 36 bytes a token (a pointer and an int object), an int32 array 4, and a multitask run
 holds every split of every task encoded (issue 15). collate also takes plain lists.
@@ -48,16 +50,18 @@ def clamp_max_length(max_length: int | None, tokenizer,
 
 
 def encode_examples(tokenizer, examples: Sequence[dict], task: str,
-                    max_length: int | None = None, cross_encoder: bool = False) -> list[dict]:
+                    max_length: int | None = None, cross_encoder: bool = False,
+                    sentences: bool = False) -> list[dict]:
     """Tokenize every example once with `tokenizer.encode_ids`: unpadded ids (int32 arrays) and
     token types (int8 arrays).
     Pair tasks: two separately encoded sentences `[CLS] a [SEP]`, `[CLS] b [SEP]` (bi-encoder),
-    or with cross_encoder=True one `[CLS] a [SEP] b [SEP]` sequence with token types 0/1."""
+    or with cross_encoder=True one `[CLS] a [SEP] b [SEP]` sequence with token types 0/1, and with
+    sentences=True also the two sentences on their own, as a bi-encoder pair has them."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     pair = task in PAIR_TASKS
-    if cross_encoder and not pair:
-        raise ValueError(f"cross_encoder=True needs a sentence-pair task, got {task!r}")
+    if (cross_encoder or sentences) and not pair:
+        raise ValueError(f"cross_encoder=True and sentences=True need a sentence-pair task, got {task!r}")
     if not examples:
         return []
 
@@ -82,11 +86,12 @@ def encode_examples(tokenizer, examples: Sequence[dict], task: str,
     elif cross_encoder:
         enc = encode([ex["sentence1"] for ex in examples], [ex["sentence2"] for ex in examples])
         out = [{"input_ids": ids, "token_type_ids": tt} for ids, tt in enc]
-    else:
+    if pair and (sentences or not cross_encoder):
         enc1 = encode([ex["sentence1"] for ex in examples])
         enc2 = encode([ex["sentence2"] for ex in examples])
-        out = [{"input_ids_1": a, "token_type_ids_1": ta, "input_ids_2": b, "token_type_ids_2": tb}
+        own = [{"input_ids_1": a, "token_type_ids_1": ta, "input_ids_2": b, "token_type_ids_2": tb}
                for (a, ta), (b, tb) in zip(enc1, enc2)]
+        out = [dict(o, **sent) for o, sent in zip(out, own)] if cross_encoder else own
     for o, ex in zip(out, examples):
         o["id"] = ex["id"]
         if "label" in ex:
@@ -96,7 +101,8 @@ def encode_examples(tokenizer, examples: Sequence[dict], task: str,
 
 def example_lengths(encoded: Sequence[dict]) -> list[int]:
     """Bucketing key: sequence length, or the sum of both lengths for bi-encoder pairs (the
-    compute of a pair batch is B * (T1 + T2))."""
+    compute of a pair batch is B * (T1 + T2)). A cross-encoder pair that also carries its
+    sentences is bucketed by its pair sequence, so it gets the same batches as without them."""
     return [len(e["input_ids"]) if "input_ids" in e
             else len(e["input_ids_1"]) + len(e["input_ids_2"]) for e in encoded]
 
@@ -126,17 +132,19 @@ def _model_inputs(batch: Sequence[dict], suffix: str, pad_id: int) -> dict[str, 
 
 def collate(batch: Sequence[dict], pad_id: int = 0) -> dict:
     """Encoded examples -> {"inputs": model kwargs, "labels", "ids"} for single sentences and
-    cross-encoder pairs, or {"inputs1", "inputs2", "labels", "ids"} for bi-encoder pairs.
+    cross-encoder pairs, or {"inputs1", "inputs2", "labels", "ids"} for bi-encoder pairs (a
+    cross-encoder pair that carries its sentences gets all three of inputs, inputs1, inputs2).
     Model kwargs = input_ids / attention_mask / token_type_ids, each (B, T). labels: float32
     (B,) if the labels are floats (sts), int64 (B,) otherwise, None for unlabelled test data.
     Use with a DataLoader via functools.partial(collate, pad_id=tokenizer.pad_id)."""
     if len(batch) == 0:
         raise ValueError("collate got an empty batch")
+    out = {}
     if "input_ids" in batch[0]:
-        out = {"inputs": _model_inputs(batch, "", pad_id)}
-    else:
-        out = {"inputs1": _model_inputs(batch, "_1", pad_id),
-               "inputs2": _model_inputs(batch, "_2", pad_id)}
+        out["inputs"] = _model_inputs(batch, "", pad_id)
+    if "input_ids_1" in batch[0]:
+        out["inputs1"] = _model_inputs(batch, "_1", pad_id)
+        out["inputs2"] = _model_inputs(batch, "_2", pad_id)
     n_labelled = sum("label" in ex for ex in batch)
     if n_labelled not in (0, len(batch)):
         raise ValueError(f"collate got {n_labelled} labelled examples in a batch of "

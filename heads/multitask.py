@@ -8,21 +8,31 @@ multitask_classifier.py.
                                           sts_mode "regressor" -> SimilarityRegressor on pair features
                                           sts_mode "cross"     -> CrossEncoderHead, 5 * sigmoid
 
+Task-specific top layers (task_layers = N > 0, --task-layers): the lower L - N encoder layers are
+shared, and each task runs its own copy of the top N. The encoder's own top N layers are STS's copy
+(so model.encoder is the sentence encoder that run_export.py writes, a standard BertModel); every
+other head gets a copy in self.task_layers, made from the encoder's layers when the head is added,
+i.e. from the pretrained ones, so at step 0 every task computes exactly what the N = 0 model does.
+A batch belongs to one task: its forward runs the shared layers once, then that task's layers.
+
 Batches are dicts of (B, T) tensors input_ids / attention_mask / token_type_ids, as produced by
 Tokenizer.__call__ / Tokenizer.pad / data.batching.collate. Bi-encoder pair methods take two batches
 (one per sentence), cross-encoder ones a single pair batch.
-For training.optim.param_groups pass `model.encoder` and `dict(model.heads)`.
+For training.optim.param_groups pass `model.encoder`, `dict(model.heads)` and `dict(model.task_layers)`.
 
 A run folder (save_run / from_run) holds everything needed to rebuild the model without the command
 line that trained it:
     model.safetensors   the whole multitask model (encoder + heads), our parameter names
+                        (with --task-layers: task_layers.<task>.<i>.* are the tasks' own top layers)
     config.json         the encoder's BertConfig (as transformers writes it)
     tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json
-    heads.json          the heads' constructor arguments, the tasks trained, max_length, base model
+    heads.json          the heads' constructor arguments (task_layers among them; absent in older runs: 0),
+                        the tasks trained, max_length, base model
     options.json        the training options, the dev scores and the epoch: {"options", "dev", "epoch"}
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -42,6 +52,7 @@ from .sentiment import SentimentHead
 from .similarity import MAX_SCORE, CosineScore, SimilarityRegressor
 
 TASKS = ("sst", "quora", "sts")
+LAYER_OWNER = "sts"  # with task_layers, the encoder's own top layers are this task's (the exported encoder)
 PAIR_MODES = ("bi", "cross")
 STS_MODES = ("cosine", "regressor", "cross")
 Batch = dict[str, torch.Tensor]
@@ -50,44 +61,77 @@ RUN_FILES = ("model.safetensors", "config.json", "tokenizer.json", "heads.json",
 
 class MultitaskBert(nn.Module):
     def __init__(self, encoder: BertModel, sentiment_pooling: str = "cls", pair_mode: str = "bi",
-                 sts_mode: str = "cosine", dropout: float = 0.1, num_sentiment_classes: int = 5):
+                 sts_mode: str = "cosine", dropout: float = 0.1, num_sentiment_classes: int = 5,
+                 task_layers: int = 0):
         super().__init__()
         if pair_mode not in PAIR_MODES:
             raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
         if sts_mode not in STS_MODES:
             raise ValueError(f"sts_mode must be one of {STS_MODES}, got {sts_mode!r}")
+        L = len(encoder.layers)
+        if not (isinstance(task_layers, int) and 0 <= task_layers <= L):
+            raise ValueError(f"task_layers (--task-layers) must be an integer from 0 to {L}: the encoder has {L} "
+                             f"layers, and each task copies its top task_layers of them; got {task_layers!r}")
         self.encoder = encoder
         self.pair_mode, self.sts_mode = pair_mode, sts_mode
         # the constructor's arguments, written to heads.json by save_run so from_run can rebuild the heads
         self.head_config = dict(sentiment_pooling=sentiment_pooling, pair_mode=pair_mode, sts_mode=sts_mode,
-                                dropout=dropout, num_sentiment_classes=num_sentiment_classes)
+                                dropout=dropout, num_sentiment_classes=num_sentiment_classes,
+                                task_layers=task_layers)
+        self.n_task_layers = task_layers
+        self.task_layers = nn.ModuleDict()  # task -> its copies of the top layers (empty when task_layers = 0)
         C = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({
+        self.heads = nn.ModuleDict()
+        for task, head in {
             "sst": SentimentHead(C, num_sentiment_classes, pooling=sentiment_pooling, dropout=dropout),
             "quora": ParaphraseHead(C, dropout) if pair_mode == "bi" else CrossEncoderHead(C, 1, dropout),
             "sts": (CosineScore() if sts_mode == "cosine" else
                     SimilarityRegressor(C, dropout) if sts_mode == "regressor" else
                     CrossEncoderHead(C, 1, dropout, scale=MAX_SCORE)),
-        })
+        }.items():
+            self.add_head(task, head)
+
+    def add_head(self, task: str, head: nn.Module) -> None:
+        """A head for `task`, and with task_layers its own copy of the encoder's top layers (STS
+        uses the encoder's). Add heads before training: the copy is of the layers as they are now."""
+        self.heads[task] = head
+        if self.n_task_layers and task != LAYER_OWNER:
+            self.task_layers[task] = copy.deepcopy(self.encoder.layers[-self.n_task_layers:])
 
     # ---- the shared encoder ----
 
-    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One encoder pass -> {"last_hidden_state": (B, T, C), "pooler_output": (B, C)}."""
+    def own_layers(self, task: str) -> list[nn.Module]:
+        """The top layers `task` alone trains: its copies, or for STS the encoder's own top
+        task_layers; none when task_layers = 0."""
+        if task in self.task_layers:
+            return list(self.task_layers[task])
+        return list(self.encoder.layers[-self.n_task_layers:]) if self.n_task_layers and task == LAYER_OWNER else []
+
+    def layers_of(self, task: str | None) -> list[nn.Module]:
+        """The layers a task's batches run: the shared ones, then the task's own top layers
+        (task_layers > 0). STS, and task None, run the encoder's own layers."""
+        if task is None or task not in self.task_layers:
+            return list(self.encoder.layers)
+        return [*self.encoder.layers[:-self.n_task_layers], *self.task_layers[task]]
+
+    def encode(self, batch: Batch, task: str | None = None) -> dict[str, torch.Tensor]:
+        """One encoder pass through `task`'s layers (layers_of) -> {"last_hidden_state": (B, T, C),
+        "pooler_output": (B, C)}. task None: the encoder's own layers (STS's)."""
         if "input_ids" not in batch:
             raise ValueError(f"a batch needs input_ids (+ attention_mask, token_type_ids); got keys {sorted(batch)}")
-        return self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        layers = self.layers_of(task) if self.task_layers else None  # None: exactly the plain encoder call
+        return self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), layers=layers)
 
     @staticmethod
     def _mask(batch: Batch) -> torch.Tensor:
         mask = batch.get("attention_mask")
         return torch.ones_like(batch["input_ids"]) if mask is None else mask
 
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """Sentence vectors (B, C): mean of last_hidden_state over the real tokens."""
-        return mean_pool(self.encode(batch)["last_hidden_state"], self._mask(batch))
+    def embed(self, batch: Batch, task: str | None = None) -> torch.Tensor:
+        """Sentence vectors (B, C): mean of last_hidden_state (of `task`'s layers) over the real tokens."""
+        return mean_pool(self.encode(batch, task)["last_hidden_state"], self._mask(batch))
 
-    def encode_pair(self, batch1: Batch, batch2: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_pair(self, batch1: Batch, batch2: Batch, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed both sentences of a bi-encoder pair batch in ONE encoder call -> u, v (B, C).
         Stacking 2B rows padded to a common T gives one larger matmul per layer instead of two
         smaller ones and half the kernel launches (what dominates small GPU batches); the price is
@@ -108,14 +152,14 @@ class MultitaskBert(nn.Module):
                     x = torch.zeros_like(b["input_ids"])
                 parts.append(F.pad(x, (0, T - x.shape[1]), value=value))  # (B, T), right padding
             both[key] = torch.cat(parts, dim=0)  # (2B, T)
-        uv = self.embed(both)  # (2B, C)
+        uv = self.embed(both, task)  # (2B, C)
         return uv[:B], uv[B:]
 
     # ---- one method per task ----
 
     def predict_sentiment(self, batch: Batch) -> torch.Tensor:
         """One sentence per row -> logits (B, num_sentiment_classes)."""
-        out = self.encode(batch)
+        out = self.encode(batch, "sst")
         return self.heads["sst"](out["last_hidden_state"], self._mask(batch), pooler_output=out["pooler_output"])
 
     def _pair(self, task: str, cross: bool, batch1: Batch, batch2: Batch | None) -> torch.Tensor:
@@ -124,11 +168,11 @@ class MultitaskBert(nn.Module):
             if batch2 is not None:
                 raise ValueError(f"{task} uses a cross-encoder: pass ONE batch of '[CLS] s1 [SEP] s2 [SEP]' "
                                  "pairs (tokenizer(s1, pairs=s2)), not two batches")
-            return head(self.encode(batch1)["last_hidden_state"], self._mask(batch1))
+            return head(self.encode(batch1, task)["last_hidden_state"], self._mask(batch1))
         if batch2 is None:
             raise ValueError(f"{task} uses a bi-encoder: pass two batches, one per sentence "
                              "(for a cross-encoder build the model with the 'cross' mode)")
-        return head(*self.encode_pair(batch1, batch2))
+        return head(*self.encode_pair(batch1, batch2, task))
 
     def predict_paraphrase(self, batch1: Batch, batch2: Batch | None = None) -> torch.Tensor:
         """-> logits (B,) of "is a paraphrase"."""
@@ -150,7 +194,7 @@ class MultitaskBert(nn.Module):
             predict = self.predict_paraphrase if task == "quora" else self.predict_similarity
             return predict(*batches)
         if task in self.heads and len(batches) == 1:  # a head added through training/tasks.py: one sequence
-            out = self.encode(batches[0])
+            out = self.encode(batches[0], task)
             return self.heads[task](out["last_hidden_state"], self._mask(batches[0]), pooler_output=out["pooler_output"])
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 

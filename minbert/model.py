@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -49,24 +50,32 @@ class BertModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                token_type_ids: torch.Tensor | None = None,
+                layers: Sequence[BertLayer] | None = None) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask, token_type_ids: (B, T) -> dict of
-        last_hidden_state (B, T, C) and pooler_output (B, C)."""
+        last_hidden_state (B, T, C) and pooler_output (B, C). layers: run these layers instead of
+        self.layers, e.g. self.layers[:k] followed by a task's own copies of the top layers
+        (heads/multitask.py, --task-layers); None runs self.layers."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        if self.attn_implementation != "manual" or self.unpad:
-            # Opt-in: the same layers computed faster (fused attention, unpadding); fast.py.
-            x = fast.encode(self.layers, x, attention_mask, sdpa=self.attn_implementation == "sdpa",
-                            unpad=self.unpad)
-        else:
-            mask = None  # no mask: every token attends to every token
-            if attention_mask is not None:
-                mask = extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
-            for layer in self.layers:
-                x = layer(x, mask)
+        x = self.run_layers(self.layers if layers is None else layers, x, attention_mask)
         # BEGIN SOLUTION
         pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] token's vector
         # END SOLUTION
         return {"last_hidden_state": x, "pooler_output": pooled}
+
+    def run_layers(self, layers: Sequence[BertLayer], x: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The given layers on hidden states x (B, T, C) -> (B, T, C), on this model's path
+        (the teaching loop, or the fast paths it was built with)."""
+        if self.attn_implementation != "manual" or self.unpad:
+            # Opt-in: the same layers computed faster (fused attention, unpadding); fast.py.
+            return fast.encode(layers, x, attention_mask, sdpa=self.attn_implementation == "sdpa", unpad=self.unpad)
+        mask = None  # no mask: every token attends to every token
+        if attention_mask is not None:
+            mask = extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
+        for layer in layers:
+            x = layer(x, mask)
+        return x
 
     # ---- checkpoints: the reading/writing lives in checkpoint.py, names in hub.py ----
 

@@ -125,3 +125,16 @@ def test_ema_cannot_change_on_resume(tmp_path, ckpt):
     run_multitask.main(argv(ckpt, out, "--ema", "0.9"))
     with pytest.raises(SystemExit, match="--ema 0.9 .now 0.5"):
         run_multitask.main(argv(ckpt, out, "--ema", "0.5", "--resume"))
+
+
+def test_a_checkpoint_older_than_the_option_resumes_with_it_off_only(tmp_path, ckpt):
+    """last/ of a run from before --ema existed (no "ema" among its options) resumes without --ema."""
+    out = tmp_path / "run"
+    first = run_multitask.main(argv(ckpt, out))
+    path = out / "last" / "state.json"
+    state = json.loads(path.read_text())
+    del state["options"]["ema"], state["options"]["rdrop"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match="--ema 0.0 .now 0.9"):
+        run_multitask.main(argv(ckpt, out, "--ema", "0.9", "--resume"))
+    assert run_multitask.main(argv(ckpt, out, "--resume"))["dev"] == first["dev"]  # finished: predicts again

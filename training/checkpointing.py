@@ -125,9 +125,12 @@ def check_out_dir(out_dir: str | os.PathLike, predictions_dir: str | os.PathLike
                                  "continue it, --overwrite to start again and replace it, or another --out-dir")
 
 
-def check_resumable(state: dict, options: dict, world_size: int, last: Path, may_change: set[str]) -> None:
-    """A run continues only with the options it was started with (those in may_change aside)."""
-    saved, now = state.get("options", {}), json.loads(json.dumps(options))  # tuples -> lists, as in the file
+def check_resumable(state: dict, options: dict, world_size: int, last: Path, may_change: set[str],
+                    defaults: dict | None = None) -> None:
+    """A run continues only with the options it was started with (those in may_change aside). An option
+    the checkpoint does not record (added to the trainer after it was written) counts as its default."""
+    now = json.loads(json.dumps(options))  # tuples -> lists, as in the file
+    saved = {**{k: v for k, v in json.loads(json.dumps(defaults or {})).items() if k in now}, **state.get("options", {})}
     diff = [f"--{k.strip('_').replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
             for k in sorted(set(saved) | set(now)) if k not in may_change and saved.get(k) != now.get(k)]
     if diff:

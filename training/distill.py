@@ -20,7 +20,7 @@ from training.multitask import (build, build_model, dev_score, load_checkpoint, 
                                 write_predictions)
 from training.splits import load_split
 
-ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling")  # a teacher must match the student here
+ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling", "task_layers")  # a teacher must match the student here
 
 
 def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, out_dir: Path) -> dict:

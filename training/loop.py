@@ -158,11 +158,12 @@ def save_last(loop: Loop, progress: dict) -> None:
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
               may_change: set[str], restore: Callable[[dict], None] = lambda state: None,
-              ema: EMA | None = None) -> dict:
+              defaults: dict | None = None, ema: EMA | None = None) -> dict:
     """Restore model, optimizer, schedule, RNGs, the EMA weights and (restore(state)) the trainer's part
-    from last/ (made by save_last); returns its state."""
+    from last/ (made by save_last); returns its state. defaults: the options' defaults, for options newer
+    than the checkpoint (checkpointing.check_resumable)."""
     state, tensors = checkpointing.load(last)
-    checkpointing.check_resumable(state, options, world.world_size, last, may_change)
+    checkpointing.check_resumable(state, options, world.world_size, last, may_change, defaults)
     try:
         model.load_state_dict(tensors["model"])
         checkpointing.load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])

@@ -49,10 +49,10 @@ def load_checkpoint(args) -> tuple[Tokenizer, BertModel]:
 def build_model(args, encoder: BertModel) -> MultitaskBert:
     """MultitaskBert on `encoder`, with a head for every task of args.tasks, on args.device."""
     model = MultitaskBert(encoder, sentiment_pooling=args.sentiment_pooling, pair_mode=args.pair_mode,
-                          sts_mode=args.sts_mode, dropout=args.dropout)
+                          sts_mode=args.sts_mode, dropout=args.dropout, task_layers=args.task_layers)
     for t in args.tasks:  # a task of the table whose head MultitaskBert does not build
         if t not in model.heads:
-            model.heads[t] = tasks.TASKS[t].head(encoder.config.hidden_size, args)
+            model.add_head(t, tasks.TASKS[t].head(encoder.config.hidden_size, args))
     return model.to(args.device)
 
 
@@ -80,11 +80,16 @@ def build(args, world: World = World()) -> argparse.Namespace:
         freezing.freeze_embeddings(model.encoder)
     elif args.freeze.startswith("lower:"):
         freezing.freeze_lower_layers(model.encoder, int(args.freeze.split(":")[1]))
+    for copies in model.task_layers.values():  # a task's copy of a frozen layer stays frozen too
+        for own, layer in zip(copies, model.encoder.layers[-len(copies):]):
+            if not any(p.requires_grad for p in layer.parameters()):
+                freezing.freeze_module(own)
     for t in filter(None, args.freeze_head.split(",")):
         freezing.freeze_module(model.heads[t])
+    own_layers = {t: model.task_layers[t] for t in args.tasks if t in model.task_layers}
     opt = AdamW(param_groups(model.encoder, {t: model.heads[t] for t in args.tasks}, lr=args.lr,
-                             layer_decay=args.layer_decay, weight_decay=args.weight_decay), lr=args.lr,
-                fused=args.adamw == "fused")
+                             layer_decay=args.layer_decay, weight_decay=args.weight_decay, task_layers=own_layers),
+                lr=args.lr, fused=args.adamw == "fused")
     bs = {t: args.task_batch_size.get(t, args.batch_size) for t in args.tasks}
     # With R processes a step trains on one global batch of R * batch_size examples (streams.py).
     n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size)) for t in args.tasks}
@@ -104,9 +109,12 @@ def build(args, world: World = World()) -> argparse.Namespace:
     if world.rank:  # dropout: the same heads on every rank (seeded alike above), different masks
         torch.manual_seed(args.seed + world.rank)
     pcgrad = None
-    if args.pcgrad:
-        pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad],
-                  [[p for p in model.heads[t].parameters() if p.requires_grad] for t in args.tasks], pcgrad_gen)
+    if args.pcgrad:  # a task's head and own top layers see its gradient alone; the rest is shared
+        own = {t: [p for m in (model.heads[t], *model.own_layers(t)) for p in m.parameters() if p.requires_grad]
+               for t in args.tasks}
+        mine = {id(p) for ps in own.values() for p in ps}
+        pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad and id(p) not in mine],
+                  [own[t] for t in args.tasks], pcgrad_gen)
     ema = EMA(model, args.ema) if args.ema else None  # starts at the initial weights; the loop updates it
     return argparse.Namespace(tok=tok, model=model, data=data, player=player, streams=streams, phases=phases,
                               n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen,
@@ -133,6 +141,12 @@ def task_output(net, task: str, batch: dict, args) -> torch.Tensor:
         return net(task, *tasks.inputs(to_device(batch, args.device)))
 
 
+def aux_output(model, task: str, batch: dict, args) -> torch.Tensor:
+    """A task's second loss on one batch (e.g. --quora-mnrl), unweighted; see tasks.Task.aux_loss."""
+    with autocast(args)():
+        return tasks.TASKS[task].aux_loss(model, to_device(batch, args.device))
+
+
 def doubled(batch: dict) -> dict:
     """The batch stacked on itself, [x; x]: one forward of it draws two dropout masks per example."""
     return {k: {n: torch.cat([x, x]) for n, x in v.items()} if k.startswith("inputs") else v  # (2B, T)
@@ -141,11 +155,12 @@ def doubled(batch: dict) -> dict:
 
 def rdrop_loss(net, task: str, batch: dict, labels: torch.Tensor, alpha: float, args) -> torch.Tensor:
     """R-Drop (Liang et al. 2021): the batch through the model twice, with two dropout masks; the mean of
-    the two task losses + alpha * the table's divergence of the two outputs. (The paper sums the two
-    losses: this is its loss / 2 with its alpha = 2 * alpha.) Without dropout it is the plain loss."""
+    the two halves' training losses (tasks.task_loss) + alpha * the table's divergence of the two outputs.
+    (The paper sums the two losses: this is its loss / 2 with its alpha = 2 * alpha.) Without dropout it
+    is the plain loss."""
     out1, out2 = task_output(net, task, doubled(batch), args).chunk(2)  # (2B, ...) -> 2 x (B, ...)
-    spec = tasks.TASKS[task]
-    return (spec.loss(out1, labels) + spec.loss(out2, labels)) / 2 + alpha * spec.divergence(out1, out2)
+    loss = tasks.task_loss(task, args)
+    return (loss(out1, labels) + loss(out2, labels)) / 2 + alpha * tasks.TASKS[task].divergence(out1, out2)
 
 
 def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:

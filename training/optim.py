@@ -8,9 +8,13 @@ features that fine-tuning should disturb least, so they get geometrically smalle
     layers[l]      : lr * decay^(L - l)      l = 0 .. L-1, so the top layer gets lr * decay
     embeddings     : lr * decay^(L + 1)      lowest
 
+A task's own copy of layer l (task_layers, heads/multitask.py's --task-layers) gets layer l's lr.
+
 With decay = 1 every group gets lr (plain fine-tuning).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch.nn as nn
 from torch.optim import Optimizer
@@ -25,8 +29,11 @@ def no_weight_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def param_groups(encoder: nn.Module, heads: dict[str, nn.Module], lr: float, layer_decay: float = 1.0,
-                 weight_decay: float = 0.01, head_lr: float | None = None) -> list[dict]:
+                 weight_decay: float = 0.01, head_lr: float | None = None,
+                 task_layers: dict[str, Sequence[nn.Module]] | None = None) -> list[dict]:
     """Optimizer param groups for an encoder (embeddings, layers[0..L-1], pooler) and task heads.
+    task_layers: {task: its own copies of the encoder's top n layers}, copy i standing for layer
+    L - n + i (MultitaskBert.task_layers); each copy gets its layer's lr, in a group of its own.
 
     Each group is {"params", "lr", "weight_decay", "name"} and works with minbert.AdamW and
     torch.optim.AdamW. Every trainable parameter appears exactly once; frozen ones (requires_grad
@@ -70,6 +77,13 @@ def param_groups(encoder: nn.Module, heads: dict[str, nn.Module], lr: float, lay
         parts = name.split(".")
         section = f"layers.{parts[1]}" if parts[0] == "layers" else parts[0]  # embeddings, layers.<l>, pooler
         add(section, encoder_lr(section), name, p)
+    for task, copies in (task_layers or {}).items():
+        if len(copies) > L:
+            raise ValueError(f"task_layers[{task!r}] holds {len(copies)} layers, more than the encoder's {L}")
+        for i, layer in enumerate(copies):
+            section = f"layers.{L - len(copies) + i}"  # the encoder layer this one is a copy of
+            for name, p in layer.named_parameters():
+                add(f"{task}.{section}", encoder_lr(section), name, p)
     for task, head in heads.items():
         for name, p in head.named_parameters():
             add(f"head.{task}", lr if head_lr is None else head_lr, name, p)

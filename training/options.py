@@ -6,6 +6,7 @@ argparse's usage line and one message naming the option, what is wrong, and what
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -86,6 +87,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "trained for; best in docs/RESULTS.md), cross-encoder, or feature regressor")
     g.add_argument("--sentiment-pooling", choices=["cls", "mean"], default="cls", help="sst head input")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in the task heads")
+    g.add_argument("--task-layers", type=int, default=0, metavar="N",
+                   help="task-specific top layers: the lower L - N encoder layers are shared, each task runs its "
+                        "own copy of the top N, all starting from the pretrained ones (STS keeps the encoder's own, "
+                        "which run_export.py writes). Cost: N layers more per other task, for all-MiniLM-L6-v2 "
+                        "1,774,464 parameters per layer, so N=1 adds 3.5M and N=2 7.1M to its 22.7M (and their "
+                        "AdamW state); a batch still runs L layers. 0 (default): one shared encoder")
     add_shared(g, "--attn", "--unpad")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
@@ -96,6 +103,17 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun)")
     g.add_argument("--task-batch-size", type=lambda s: task_values(s, int), default={}, help="per task, e.g. quora=64")
     g.add_argument("--loss-weights", type=task_values, default={}, help="per task loss weights, e.g. sts=2")
+    g.add_argument("--sts-loss", choices=list(tasks.TASKS["sts"].losses), default="mse",
+                   help="sts training loss: mse on the 0..5 scores, or cosent (Su 2022: a ranking loss over every "
+                        "two pairs of a batch whose gold scores differ, log(1 + sum exp(20 (s_j - s_i))) on the "
+                        "head's score / 5; only the order counts, as for Pearson); no extra compute")
+    g.add_argument("--quora-mnrl", type=float, default=0.0, metavar="WEIGHT",
+                   help="add WEIGHT x a multiple-negatives ranking loss to quora's (Henderson et al. 2017): the "
+                        "mean-pooled vector of each duplicate's first question must be nearer (20 x cosine) to its "
+                        "second question than to the batch's other duplicates' (batches with fewer than 2 "
+                        "duplicates add 0); trains the sentence vectors the cosine sts head uses. Costs an extra "
+                        "encoder pass over the duplicates' questions on their own, and their encodings in memory "
+                        "(docs/results/quality/mnrl-step-cost.txt). 0: off")
     g.add_argument("--schedule", choices=["proportional", "round_robin", "sequential"], default="proportional",
                    help="which task each step trains: sampled ~ |D|^alpha, cycled, or one task after another")
     g.add_argument("--alpha", type=float, default=0.75, help="exponent of the proportional schedule (BAM!: 0.75)")
@@ -164,6 +182,7 @@ def problems(args) -> list[str]:
         ("--warmup", args.warmup, 0 <= args.warmup <= 1, "a fraction in [0, 1]"),
         ("--clip", args.clip, args.clip >= 0, "0 (off) or a positive norm"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
+        ("--task-layers", args.task_layers, args.task_layers >= 0, "0 (off) or a number of top layers"),
         ("--alpha", args.alpha, args.alpha >= 0, "0 or more"),
         ("--max-length", args.max_length, args.max_length >= 4, "at least 4 ([CLS] a [SEP] b [SEP])"),
         ("--limit-train", args.limit_train, args.limit_train is None or args.limit_train >= 1, "at least 1"),
@@ -180,6 +199,12 @@ def problems(args) -> list[str]:
     ]:
         if not ok:
             out.append(f"{flag} {value}: must be {want}")
+    if not (math.isfinite(args.quora_mnrl) and args.quora_mnrl >= 0):
+        out.append(f"--quora-mnrl {args.quora_mnrl}: must be a weight of 0 (off) or more, e.g. 0.5")
+    elif args.quora_mnrl and "quora" not in args.tasks:
+        out.append("--quora-mnrl is a loss on quora's duplicates: add quora to --tasks, or leave it out")
+    if args.sts_loss != "mse" and "sts" not in args.tasks:
+        out.append(f"--sts-loss {args.sts_loss} is the loss of sts: add sts to --tasks, or leave it out")
     if any(e < 0 for e in args.extra_epochs.values()):
         out.append("--extra-epochs: epochs must be 0 or more")
     if not (args.freeze in ("none", "encoder", "embeddings") or
@@ -228,6 +253,12 @@ def device_problems(device: str) -> list[str]:
     elif d.type != "cpu":
         return [f"--device {device}: {d.type} is not supported here; use cpu, cuda or cuda:N"]
     return []
+
+
+def defaults() -> dict:
+    """Every option's value when it is not given (before presets): what a checkpoint written before an
+    option existed is taken to have used (checkpointing.check_resumable)."""
+    return {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
 
 
 def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:

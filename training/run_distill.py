@@ -41,6 +41,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:
     margs = options.parse_args(rest)
     if margs.pcgrad or margs.extra_epochs or margs.freeze != "none" or margs.ema or margs.rdrop:
         p.error("the distillation loop supports neither --pcgrad, --extra-epochs, --freeze, --ema nor --rdrop")
+    if margs.sts_loss != "mse" or margs.quora_mnrl:
+        p.error("the distillation loop trains on distillation targets (distill_targets.py): it supports neither "
+                "--sts-loss cosent nor --quora-mnrl")
     if own.fixed_lambda is not None and not 0 <= own.fixed_lambda <= 1:
         p.error(f"--fixed-lambda must be in [0, 1], got {own.fixed_lambda}")
     try:

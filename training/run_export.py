@@ -12,6 +12,11 @@ is the cosine inside the run's STS head, so `run_predict.py --task sts` prints 5
 For --sts-mode cross or regressor the export still holds the fine-tuned encoder, but its
 sentence-transformers vectors are plain mean pooling, not what the run's STS head scores. The task
 heads themselves (SST classifier, paraphrase head) are not exported; use run_predict.py for them.
+
+A run trained with --task-layers N has a copy of the top N layers per task. The export is the
+encoder a user wants for sentence embeddings: the shared lower layers with the STS task's own top
+N layers (the run keeps them in its encoder), a standard BertModel. SST's and Quora's own top
+layers are not exported; run_predict.py uses them.
 """
 from __future__ import annotations
 
@@ -70,6 +75,11 @@ def model_card(info: dict, hidden_size: int, name: str) -> str:
         contract = (f"**Note:** this run's STS head is `--sts-mode {sts_mode}`, not the cosine. The vectors that "
                     "sentence-transformers returns here are plain mean pooling of the fine-tuned encoder, NOT what "
                     "the run's STS head scores; their cosines are not the run's STS predictions.")
+    n_top = int(info["heads"].get("task_layers", 0))
+    if n_top:
+        contract += (f" The run was trained with `--task-layers {n_top}` (each task its own copy of the top "
+                     f"{n_top} layers): this encoder is the shared lower layers with the STS task's own top {n_top}; "
+                     "the SST and Quora tasks' own top layers are not exported.")
     trained = [t for t in info["tasks"] if t in TASK_DATA]
     limits = {k: options.get(k) for k in ("limit_train", "train_fraction", "epochs", "preset") if k in options}
     dev = "\n".join(f"| {k} | {v:.4f} |" for k, v in info.get("dev", {}).items())

@@ -21,7 +21,7 @@ from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import build, dev_score, loop_settings, rdrop_loss, task_output, write_predictions
+from training.multitask import aux_output, build, dev_score, loop_settings, rdrop_loss, task_output, write_predictions
 from training.profiling import step_profiler
 
 
@@ -47,7 +47,7 @@ def prepare(args, world):
 
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS, restore_streams, run.ema)
+                              options.RUNTIME_OPTIONS, restore_streams, options.defaults(), run.ema)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
@@ -96,7 +96,11 @@ def train_and_predict(run, args, world) -> dict:
             batch, weight = next(streams[t])
             m, labels = net if len(step_tasks) == 1 else model, batch["labels"].to(args.device)
             loss = (rdrop_loss(m, t, batch, labels, args.rdrop, args) if args.rdrop else
-                    tasks.TASKS[t].loss(task_output(m, t, batch, args), labels))
+                    tasks.task_loss(t, args)(task_output(m, t, batch, args), labels))
+            if tasks.aux_weight(t, args):  # --quora-mnrl: a second loss, on the sentences' own vectors
+                # through model, not net: DDP's gradient hooks sit on the shared parameters, which the
+                # forward above used too, so they fire once with both losses' gradients
+                loss = loss + tasks.aux_weight(t, args) * aux_output(model, t, batch, args)
             out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
         return out
 

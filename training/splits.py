@@ -50,8 +50,11 @@ def load_split(args, tok, task: str, split: str) -> list[dict]:
     examples = load_examples(args, tasks.TASKS[task].data, split, args.train_fraction if split == "train" else 1.0)
     if split == "train" and args.augment_symmetric and tasks.TASKS[task].pair:
         examples = examples + [dict(e, sentence1=e["sentence2"], sentence2=e["sentence1"]) for e in examples]
+    # A second loss on each sentence's own vector (--quora-mnrl) needs the sentences encoded on their
+    # own too; only training computes it.
     return encode_examples(tok, examples, tasks.TASKS[task].data, max_length=args.max_length,
-                           cross_encoder=tasks.is_cross(task, args))
+                           cross_encoder=tasks.is_cross(task, args),
+                           sentences=split == "train" and tasks.aux_weight(task, args) > 0)
 
 
 def load_sentences(args, tok) -> dict[str, list[dict]]:

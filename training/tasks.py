@@ -1,9 +1,12 @@
 """The task table: every task the multitask model trains, defined once.
 
-  task   data (data/datasets.py)   encoding                   head output   loss  divergence (R-Drop)      metric
-  sst    ids-sst-*, 5 classes      one sentence               logits (B, 5)  CE    symmetric KL, softmaxes  accuracy
-  quora  quora-*, paraphrase 0/1   pair: --pair-mode cross|bi  logit (B,)     BCE   symmetric KL, Bernoullis accuracy
-  sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE   squared difference       Pearson
+  task   data (data/datasets.py)   encoding                   head output   loss       metric    R-Drop divergence
+  sst    ids-sst-*, 5 classes      one sentence               logits (B, 5)  CE         accuracy  symmetric KL, softmaxes
+  quora  quora-*, paraphrase 0/1   pair: --pair-mode cross|bi  logit (B,)     BCE        accuracy  symmetric KL, Bernoullis
+  sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE        Pearson   squared difference
+                                                                             or CoSENT (--sts-loss)
+An option can also add a second loss computed with the model itself from each sentence's own
+encoding: quora's multiple-negatives ranking loss (--quora-mnrl WEIGHT; training/pair_losses.py).
 
 Everything else (loading, encoding, training, evaluation, the prediction files, distillation)
 iterates over TASKS. Adding a task means one entry here and, if MultitaskBert does not build its
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data.batching import BucketBatchSampler, collate, example_lengths, to_device
+from heads.similarity import MAX_SCORE
 from training.checkpointing import atomic_write
+from training.pair_losses import cosent_loss, quora_mnrl
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,11 @@ class Task:
     head: Callable[[int, object], nn.Module] | None = None  # (hidden size, options) -> head, if MultitaskBert lacks it
     describe: Callable[[torch.Tensor], str] = lambda out: f"{out.item():.3f}"  # one output row, for people
     metric_name: str = "accuracy"
+    loss_option: str | None = None  # the option that picks the training loss from `losses` by name
+    losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = field(default_factory=dict)
+    aux_option: str | None = None  # an option whose non-zero value adds WEIGHT * aux_loss to the loss
+    aux_loss: Callable[[nn.Module, dict], torch.Tensor] | None = None  # (model, batch on the device) -> scalar;
+    # its batches carry each sentence's own encoding (inputs1, inputs2) beside the model's inputs
     # (output, output) -> scalar >= 0, 0 for equal outputs: how far two dropout masks' outputs of the same
     # batch are apart (--rdrop, R-Drop); None: the task cannot be trained with --rdrop
     divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -102,6 +112,14 @@ def describe_quora(out: torch.Tensor) -> str:
     return f"{'paraphrase' if p > 0.5 else 'not a paraphrase'}\t{p:.3f}"
 
 
+# The STS losses --sts-loss chooses from. CoSENT ranks scores in [0, 1], the range of the cosine
+# its lambda = 20 was chosen for: every head's output / 5 (cosine head: relu(cos), which is cos on
+# every pair with cos >= 0, ~99% of STS dev pairs at the start (heads/similarity.py); the other
+# heads: their sigmoid). The raw cosine of the rest would need a second output threaded through
+# MultitaskBert and the heads; their relu gives them no gradient under MSE, the default, either.
+STS_LOSSES = {"mse": lambda out, y: loss_from_output("sts", out, y),
+              "cosent": lambda out, y: cosent_loss(out / MAX_SCORE, y)}
+
 # Column headers as in the course (Similiary sic).
 TASKS: dict[str, Task] = {
     "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
@@ -110,10 +128,11 @@ TASKS: dict[str, Task] = {
     "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
                   lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
                   accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode",
-                  describe=describe_quora, divergence=symmetric_kl_bernoulli),
-    "sts": Task("sts", True, lambda out, y: loss_from_output("sts", out, y), lambda out: out.clamp(0.0, 5.0),
+                  describe=describe_quora, aux_option="quora_mnrl", aux_loss=quora_mnrl,
+                  divergence=symmetric_kl_bernoulli),
+    "sts": Task("sts", True, STS_LOSSES["mse"], lambda out: out.clamp(0.0, 5.0),
                 pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode",
-                metric_name="Pearson r", divergence=squared_difference),
+                metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES, divergence=squared_difference),
 }
 COURSE_TASKS = ("sst", "quora", "sts")
 
@@ -128,6 +147,19 @@ def overall(scores: dict[str, float]) -> float | None:
 def is_cross(task: str, options) -> bool:
     option = TASKS[task].cross_option
     return option is not None and getattr(options, option) == "cross"
+
+
+def task_loss(task: str, options) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of a task: the one its loss option names (--sts-loss), else its `loss`."""
+    option = TASKS[task].loss_option
+    name = getattr(options, option, None) if option else None
+    return TASKS[task].loss if name is None else TASKS[task].losses[name]
+
+
+def aux_weight(task: str, options) -> float:
+    """The weight of a task's second loss (e.g. --quora-mnrl); 0 when the task has none or it is off."""
+    option = TASKS[task].aux_option
+    return float(getattr(options, option, 0.0) or 0.0) if option else 0.0
 
 
 def inputs(batch: dict) -> list[dict]:
