@@ -153,7 +153,8 @@ def ensemble(args) -> dict:
     print(f"ensemble of {len(members)}: dev {show(dev)}  ({dev[key] - best:+.4f} {key} over the best member)")
     print(f"time: {seconds:.1f} s in all, {sum(m['seconds'] for m in members):.1f} s of it the members' inference; "
           f"{2 * len(names)} prediction files in {args.predictions_dir}")
-    record = dict(command=args.command, tasks=names, limit_eval=args.limit_eval, device=args.device, threads=torch.get_num_threads(),
+    record = dict(command=args.command, tasks=names, limit_eval=args.limit_eval, device=args.device,
+                  threads=torch.get_num_threads(),
                   members=[{k: v for k, v in m.items() if k != "outputs"} for m in members],
                   ensemble=dict(dev=dev), seconds=seconds, predictions_dir=str(args.predictions_dir))
     if args.record:
