@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from data.batching import BucketBatchSampler, collate, example_lengths, to_device
 from heads.similarity import MAX_SCORE
@@ -55,6 +56,9 @@ class Task:
     # (output, output) -> scalar >= 0, 0 for equal outputs: how far two dropout masks' outputs of the same
     # batch are apart (--rdrop, R-Drop); None: the task cannot be trained with --rdrop
     divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    # An ensemble's prediction from the members' mean teacher output (training/run_ensemble.py):
+    # decide(teacher(out)) == predict(out) for one member, so a one-member ensemble is the member.
+    decide: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def loss_from_output(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -124,15 +128,16 @@ STS_LOSSES = {"mse": lambda out, y: loss_from_output("sts", out, y),
 TASKS: dict[str, Task] = {
     "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
                 accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst,
-                divergence=symmetric_kl_softmax),
+                divergence=symmetric_kl_softmax, decide=lambda probs: probs.argmax(dim=-1)),
     "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
                   lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
                   accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode",
                   describe=describe_quora, aux_option="quora_mnrl", aux_loss=quora_mnrl,
-                  divergence=symmetric_kl_bernoulli),
+                  divergence=symmetric_kl_bernoulli, decide=lambda p: (p > 0.5).long()),
     "sts": Task("sts", True, STS_LOSSES["mse"], lambda out: out.clamp(0.0, 5.0),
                 pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode",
-                metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES, divergence=squared_difference),
+                metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES, divergence=squared_difference,
+                decide=lambda score: score.clamp(0.0, 5.0)),
 }
 COURSE_TASKS = ("sst", "quora", "sts")
 
@@ -169,13 +174,15 @@ def inputs(batch: dict) -> list[dict]:
 
 @torch.no_grad()
 def outputs(model: nn.Module, encoded: list[dict], pad_id: int, device, task: str | None = None,
-            autocast=contextlib.nullcontext) -> tuple[list, np.ndarray, np.ndarray | None]:
+            autocast=contextlib.nullcontext, progress: str | None = None) -> tuple[list, np.ndarray, np.ndarray | None]:
     """Run the model over encoded examples in eval mode, in length buckets (little padding), then back
-    to its mode: (ids, float32 outputs, labels or None). task: model(task, *inputs), else model(*inputs)."""
+    to its mode: (ids in bucket order, float32 outputs, labels or None). task: model(task, *inputs), else
+    model(*inputs). progress: a progress bar with this label (None: no bar, as during training)."""
     was_training = model.training
     model.eval()
     ids, outs, labels = [], [], []
-    for idx in BucketBatchSampler(example_lengths(encoded), 128, shuffle=False, seed=0):
+    sampler = BucketBatchSampler(example_lengths(encoded), 128, shuffle=False, seed=0)
+    for idx in tqdm(sampler, desc=progress, disable=progress is None, leave=False):
         batch = collate([encoded[i] for i in idx], pad_id)  # padded lazily, batch by batch
         with autocast():
             x = inputs(to_device(batch, device))
