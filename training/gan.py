@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.stats import binom, binomtest
 
 
 class Generator(nn.Module):
@@ -173,3 +174,61 @@ def collapse_ratios(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.T
     per_class = [v for k, v in out.items() if k.startswith("class_")]
     out["mean_per_class"] = sum(per_class) / len(per_class) if per_class else float("nan")
     return out
+
+
+# ---- is the generator class-conditioned? A probe trained on real embeddings judges the fakes ----
+# The judge is a separate classifier, not D: AC-GAN trains D (and G) to put fakes into their
+# conditioning class, so D's own logits can agree with G on fakes that look like no real sentence of
+# that class. A probe fitted only on real embeddings and real labels has never seen a fake.
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 0.1,
+              weight_decay: float = 1e-3) -> dict[str, torch.Tensor]:
+    """Multinomial logistic regression on real embeddings x (N, C) with labels y (N,): features
+    standardised with x's own mean and std, then `steps` full-batch Adam steps on cross-entropy +
+    weight_decay * ||W||^2 from zero weights (deterministic). Returns the plain tensors of the probe."""
+    if x.dim() != 2 or y.shape != x.shape[:1]:
+        raise ValueError(f"fit_probe needs x (N, C) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"probe labels must lie in 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
+    x = x.detach().float().cpu()
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)  # (C,), (C,)
+    z = (x - mean) / std  # (N, C)
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.Adam([weight, bias], lr=lr)
+    with torch.enable_grad():  # the report that calls this runs under no_grad
+        for _ in range(steps):
+            loss = F.cross_entropy(z @ weight + bias, y.cpu()) + weight_decay * weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {"mean": mean, "std": std, "weight": weight.detach(), "bias": bias.detach()}
+
+
+def probe_predict(probe: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The probe's class (N,) for embeddings x (N, C)."""
+    z = (x.detach().float().cpu() - probe["mean"]) / probe["std"]  # (N, C)
+    return (z @ probe["weight"] + probe["bias"]).argmax(dim=-1)
+
+
+def conditioning_score(predicted: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict:
+    """How often the probe's class `predicted` (N,) equals the class `target` (N,) a sample was
+    generated for, with the exact (Clopper-Pearson) 95% interval of that rate, and chance = 1/k with
+    the central 95% range of the rate a label-blind generator would get (Binomial(N, 1/k) / N).
+    Also per class: the rate, and the share of all samples the probe puts in that class."""
+    n, k = len(target), num_classes
+    if n < 1 or predicted.shape != target.shape:
+        raise ValueError(f"need predicted and target of the same shape (N >= 1,), got {tuple(predicted.shape)} "
+                         f"and {tuple(target.shape)}")
+    hits = int((predicted == target).sum())
+    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
+    per_class, share = {}, {}
+    for c in range(k):
+        rows = target == c
+        if rows.any():
+            per_class[f"class_{c}"] = float((predicted[rows] == c).float().mean())
+        share[f"class_{c}"] = float((predicted == c).float().mean())
+    return {"accuracy": hits / n, "hits": hits, "n": n, "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "chance": 1 / k, "chance_low": float(binom.ppf(0.025, n, 1 / k)) / n,
+            "chance_high": float(binom.ppf(0.975, n, 1 / k)) / n, "above_chance": bool(ci.low > 1 / k),
+            "per_class": per_class, "predicted_share": share}

@@ -13,8 +13,12 @@ discriminator's k real-class logits:
   gan   : GAN-BERT (Croce et al. 2020), adding unlabelled and generated embeddings
   acgan : GAN-BERT with a class-conditioned generator and an auxiliary classifier (Odena et al. 2017)
 The collapse ratio printed per GAN run: the spread of the generated embeddings of each class over
-that of the real ones (1: as varied as real sentences, 0: collapsed). Details, outputs and results:
-docs/RESULTS_METHODS.md, section 3.
+that of the real ones (1: as varied as real sentences, 0: collapsed). The conditioning score printed
+per GAN run: a logistic-regression probe fitted on real train embeddings and their labels classifies
+--probe-fakes generated samples per class; the score is how often it names the class a sample was
+generated for (acgan: its conditioning label; gan has no label, so labels drawn at random: a control
+that must sit at chance 1/k), with a 95% interval, chance's 95% range and the probe's own dev accuracy.
+Details, outputs and results: docs/RESULTS_METHODS.md, section 3.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from data.batching import clamp_max_length, collate, to_device
 from heads.pooling import cls_pool, mean_pool
 from minbert import AdamW, BertModel, Tokenizer
 from training import checkpointing, plots, tasks
-from training.gan import Discriminator, Generator, collapse_ratios, gan_losses, supervised_loss
+from training.gan import (Discriminator, Generator, collapse_ratios, conditioning_score, fit_probe, gan_losses,
+                          probe_predict, supervised_loss)
 from training.loop import Loop, Player, fit
 from training.optim import param_groups, warmup_linear
 from training.options import add_shared
@@ -57,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--projection", choices=["pca", "tsne"], default="pca",
                    help="2-D projection (tsne needs scikit-learn)")
     g.add_argument("--plot-samples", type=int, default=1000, help="real and generated points in the embeddings plot")
+    g.add_argument("--probe-train", type=int, default=4000,
+                   help="gan/acgan: real train sentences the conditioning probe is fitted on (0: all of them)")
+    g.add_argument("--probe-fakes", type=int, default=1000,
+                   help="gan/acgan: generated samples per class that the conditioning probe classifies")
+    g.add_argument("--probe-steps", type=int, default=300, help="full-batch steps fitting the probe")
     g = p.add_argument_group("data and model")
     add_shared(g, "--data-dir", "--model", "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows",
                max_length=128)
@@ -91,8 +101,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
     if not all(0 < f <= 1 for f in [*args.fractions, args.labelled]):
         p.error("labelled fractions must lie in (0, 1]")
-    if min(args.steps, args.batch_size, args.plot_samples) < 1:
-        p.error("--steps, --batch-size and --plot-samples must be at least 1")
+    if min(args.steps, args.batch_size, args.plot_samples, args.probe_fakes, args.probe_steps) < 1:
+        p.error("--steps, --batch-size, --plot-samples, --probe-fakes and --probe-steps must be at least 1")
+    if args.probe_train < 0:
+        p.error("--probe-train must be 0 (every training sentence) or positive")
     args.unlabelled_batch_size = args.unlabelled_batch_size or args.batch_size
     return args
 
@@ -207,15 +219,17 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()
     G.eval()
+    h_eval = {s: embeddings(s) for s in ("dev", "test")}  # (N_s, C); dev is reused by the conditioning probe
     with torch.no_grad():
-        preds = {s: D(embeddings(s).to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s in ("dev", "test")}
+        preds = {s: D(h.to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s, h in h_eval.items()}
     gold = np.array([e["label"] for e in data["dev"]])
     record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
               "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
               "log": log, "seconds": round(time.time() - t0, 1)}
     if method != "plain":  # only sampled train rows: embedding all of SST with a live encoder is slow
-        record["collapse"] = embedding_report(args, env, G, D, lambda idx: embeddings("train", idx), method,
-                                              fraction, seed)
+        record["collapse"], record["conditioning"] = embedding_report(
+            args, env, G, D, lambda idx: embeddings("train", idx), (h_eval["dev"], torch.from_numpy(gold)), method,
+            fraction, seed)
     if write_files:
         for s in ("dev", "test"):
             tasks.write_predictions(Path(args.out_dir) / "predictions" / f"{args.task}-{s}-output.csv", "sst",
@@ -226,16 +240,20 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
 
 
 @torch.no_grad()
-def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, method: str, fraction: float,
-                     seed: int) -> dict:
-    """Collapse ratios of generated vs real train embeddings (real_fn(indices) -> (m, C)), and
-    optionally their 2-D picture. Generated rows are grouped by their conditioning class (acgan) or
-    by D's predicted class (gan)."""
+def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, dev: tuple[torch.Tensor, torch.Tensor],
+                     method: str, fraction: float, seed: int) -> tuple[dict, dict]:
+    """(collapse ratios, conditioning score) of generated vs real train embeddings (real_fn(indices)
+    -> (m, C)), and optionally their 2-D picture. For the collapse ratios and the picture, generated
+    rows are grouped by their conditioning class (acgan) or by D's predicted class (gan). dev:
+    (embeddings (N, C), labels (N,)) on which the probe's own accuracy is measured."""
     gen = torch.Generator().manual_seed(seed)
     n = len(env["labels"])
     m = min(args.plot_samples, n)
-    pick = torch.randperm(n, generator=gen)[:m].tolist()
-    real, real_y = real_fn(pick).float().cpu(), env["labels"][pick]  # (m, C), (m,)
+    m_probe = min(max(m, args.probe_train or n), n)
+    # One permutation: its first m rows are the collapse/plot sample, its first m_probe the probe's.
+    pick_all = torch.randperm(n, generator=gen)[:m_probe].tolist()
+    real_all, real_y_all = real_fn(pick_all).float().cpu(), env["labels"][pick_all]  # (m_probe, C), (m_probe,)
+    real, real_y = real_all[:m], real_y_all[:m]  # (m, C), (m,)
     z = G.sample_noise(m, args.device, generator=gen)
     fake_y = torch.randint(0, env["k"], (m,), generator=gen).to(args.device) if method == "acgan" else None
     fake = G(z, fake_y).float()  # (m, C)
@@ -251,16 +269,54 @@ def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, method:
         if plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path,
                                  f"{method}, {fraction:.0%} labelled, {how}", env["k"]):
             print(f"    wrote {path}")
-    return ratios
+    conditioning = probe_conditioning(args, env["k"], G, D, real_all, real_y_all, dev, method, gen)
+    return ratios, conditioning
+
+
+@torch.no_grad()
+def probe_conditioning(args, k: int, G: Generator, D: Discriminator, real: torch.Tensor, real_y: torch.Tensor,
+                       dev: tuple[torch.Tensor, torch.Tensor], method: str, gen: torch.Generator) -> dict:
+    """Fit the probe on real train embeddings (N, C) and labels (N,), then score --probe-fakes
+    generated samples per class (gan.conditioning_score). acgan: each sample's target is its
+    conditioning label. gan: G takes no label, so the targets are drawn uniformly at random: the
+    same rate measured on a label-blind generator, which must land in chance's range."""
+    probe = fit_probe(real, real_y, k, steps=args.probe_steps)
+    probe_dev = float((probe_predict(probe, dev[0]) == dev[1]).float().mean())
+    target = torch.arange(k).repeat_interleave(args.probe_fakes)  # (k * probe_fakes,) n per class
+    z = G.sample_noise(len(target), args.device, generator=gen)
+    if method == "acgan":
+        fake = G(z, target.to(args.device))  # (k * probe_fakes, C)
+    else:
+        fake = G(z)
+        target = torch.randint(0, k, (len(target),), generator=gen)  # no label to honour: a chance control
+    score = conditioning_score(probe_predict(probe, fake), target, k)
+    # D's own class logits on the same samples: what AC-GAN trained G against, so no independent judge
+    d_acc = float((D(fake.float())[1][:, :-1].argmax(-1).cpu() == target).float().mean())
+    score.update({"target": "conditioning label" if method == "acgan" else "random label", "probe": "logistic",
+                  "probe_train_rows": len(real_y), "probe_dev_acc": probe_dev, "discriminator_accuracy": d_acc})
+    print(f"    conditioning ({method}): the probe puts {score['accuracy']:.3f} [{score['ci_low']:.3f}, "
+          f"{score['ci_high']:.3f}] of {score['n']} generated samples in their {score['target']}'s class; chance "
+          f"{score['chance']:.3f} [{score['chance_low']:.3f}, {score['chance_high']:.3f}]; probe dev accuracy "
+          f"{probe_dev:.3f}; D's own class logits agree {d_acc:.3f}")
+    return score
 
 
 def summarize(records: list[dict]) -> dict:
-    """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds."""
+    """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds; GAN methods also
+    "conditioning_mean"/"conditioning_std", the conditioning score over the same seeds."""
     out: dict = {}
     for r in records:
-        out.setdefault(r["method"], {}).setdefault(f"{r['fraction']:g}", []).append(r["dev_acc"])
-    return {m: {f: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for f, v in by.items()}
-            for m, by in out.items()}
+        out.setdefault(r["method"], {}).setdefault(f"{r['fraction']:g}", []).append(r)
+    summary: dict = {}
+    for m, by in out.items():
+        for f, runs in by.items():
+            acc = [r["dev_acc"] for r in runs]
+            row = {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "n": len(acc)}
+            if all("conditioning" in r for r in runs):
+                cond = [r["conditioning"]["accuracy"] for r in runs]
+                row.update(conditioning_mean=float(np.mean(cond)), conditioning_std=float(np.std(cond)))
+            summary.setdefault(m, {})[f] = row
+    return summary
 
 
 def main(argv=None) -> dict:
