@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,7 +110,7 @@ def conditioning(method: str, honour: bool, probe_fakes: int = 200) -> dict:
 def test_a_generator_that_emits_its_class_mean_scores_near_one():
     s = conditioning("acgan", honour=True)
     n = K * 200
-    assert s["n"] == n and s["target"] == "conditioning label"
+    assert s["n"] == n and s["target"] == "conditioning class"
     _, chance_high = chance_range(n, K)
     assert s["accuracy"] >= 0.98 and exact_lower_bound(s["hits"], n) > chance_high
     assert s["above_chance"] and s["probe_dev_acc"] > 0.8
@@ -122,7 +123,7 @@ def test_a_generator_that_ignores_the_label_scores_at_chance(method):
     lo, hi = chance_range(s["n"], K)
     assert lo <= s["accuracy"] <= hi, f"{s['accuracy']:.3f} outside chance's range [{lo:.3f}, {hi:.3f}]"
     assert not s["above_chance"]
-    assert s["target"] == ("random label" if method == "gan" else "conditioning label")
+    assert s["target"] == ("random class" if method == "gan" else "conditioning class")
 
 
 @pytest.mark.parametrize("method", ["gan", "acgan"])
@@ -139,3 +140,21 @@ def test_the_run_record_carries_the_conditioning_score(tmp_path, tiny_checkpoint
         assert key in s, key
     assert s["ci_low"] <= s["accuracy"] <= s["ci_high"]
 
+
+
+def test_embeddings_plot_colours_real_and_generated_by_class_and_marks_which_is_which(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")  # the optional [plots] extra
+    from training import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: figures.append(fig) or path)
+    real, fake = torch.randn(12, 2).numpy(), torch.randn(9, 2).numpy()
+    real_y, fake_y = (torch.arange(12) % 3).numpy(), (torch.arange(9) % 3).numpy()
+    assert plots.plot_embeddings(real, real_y, fake, fake_y, tmp_path / "e.png", "t", 3) == tmp_path / "e.png"
+    by_label = {s.get_label(): s for s in figures[0].axes[0].collections}
+    for c in range(3):
+        r, f = by_label[f"real {c}"], by_label[f"generated {c}"]
+        assert (r.get_offsets() == real[real_y == c]).all() and (f.get_offsets() == fake[fake_y == c]).all()
+        assert (r.get_facecolor()[0][:3] == f.get_facecolor()[0][:3]).all(), "one colour per class"
+        assert not np.array_equal(r.get_paths()[0].vertices, f.get_paths()[0].vertices), "dots vs crosses"
+    colours = {tuple(by_label[f"real {c}"].get_facecolor()[0][:3]) for c in range(3)}
+    assert len(colours) == 3, "each class its own colour"

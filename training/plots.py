@@ -83,15 +83,18 @@ def plot_sweep(summary: dict[str, dict[str, dict]], path: str | Path, title: str
 
 def plot_embeddings(real_2d: np.ndarray, real_labels: np.ndarray, fake_2d: np.ndarray, fake_labels: np.ndarray,
                     path: str | Path, title: str, num_classes: int):
-    """Real embeddings as dots, generated ones as crosses, one colour per class. Returns the path or None."""
+    """Real embeddings as dots, generated ones as crosses, one colour per class (the same colour for
+    real and generated rows of a class). Returns the path or None."""
     plt = _pyplot()
     if plt is None:
         return None
     colours = plt.get_cmap("viridis" if num_classes > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(6, 5))
     for c in range(num_classes):
-        r, f = real_2d[real_labels == c], fake_2d[fake_labels == c]
+        r = real_2d[real_labels == c]
         ax.scatter(r[:, 0], r[:, 1], s=8, alpha=0.5, color=colours(c), label=f"real {c}")
+    for c in range(num_classes):  # after every real class, so no class's dots hide another's crosses
+        f = fake_2d[fake_labels == c]
         ax.scatter(f[:, 0], f[:, 1], s=14, alpha=0.8, marker="x", color=colours(c), label=f"generated {c}")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2, markerscale=1.5)

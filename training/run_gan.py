@@ -266,8 +266,9 @@ def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, dev: tu
     if args.embeddings_plot:
         xy, how = plots.project_2d(torch.cat([real, fake]).numpy(), args.projection, seed)
         path = Path(args.out_dir) / f"embeddings-{args.task}-{method}-{fraction:g}-seed{seed}.png"
-        if plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path,
-                                 f"{method}, {fraction:.0%} labelled, {how}", env["k"]):
+        coloured_by = "conditioning class" if method == "acgan" else "D's predicted class"
+        title = f"{method}, {fraction:.0%} labelled, {how}\ngenerated coloured by {coloured_by}"
+        if plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path, title, env["k"]):
             print(f"    wrote {path}")
     conditioning = probe_conditioning(args, env["k"], G, D, real_all, real_y_all, dev, method, gen)
     return ratios, conditioning
@@ -292,10 +293,10 @@ def probe_conditioning(args, k: int, G: Generator, D: Discriminator, real: torch
     score = conditioning_score(probe_predict(probe, fake), target, k)
     # D's own class logits on the same samples: what AC-GAN trained G against, so no independent judge
     d_acc = float((D(fake.float())[1][:, :-1].argmax(-1).cpu() == target).float().mean())
-    score.update({"target": "conditioning label" if method == "acgan" else "random label", "probe": "logistic",
+    score.update({"target": "conditioning class" if method == "acgan" else "random class", "probe": "logistic",
                   "probe_train_rows": len(real_y), "probe_dev_acc": probe_dev, "discriminator_accuracy": d_acc})
     print(f"    conditioning ({method}): the probe puts {score['accuracy']:.3f} [{score['ci_low']:.3f}, "
-          f"{score['ci_high']:.3f}] of {score['n']} generated samples in their {score['target']}'s class; chance "
+          f"{score['ci_high']:.3f}] of {score['n']} generated samples in their {score['target']}; chance "
           f"{score['chance']:.3f} [{score['chance_low']:.3f}, {score['chance_high']:.3f}]; probe dev accuracy "
           f"{probe_dev:.3f}; D's own class logits agree {d_acc:.3f}")
     return score
