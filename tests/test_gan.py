@@ -216,6 +216,10 @@ def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, 
     assert len(result["runs"]) == 2 * 3
     assert set(result["summary"]) == {"plain", "gan", "acgan"}
     assert all(set(by) == {"0.5", "1"} and all(v["n"] == 1 for v in by.values()) for by in result["summary"].values())
+    for method, by in result["summary"].items():  # the GAN methods also carry their conditioning score
+        assert all(("conditioning_mean" in v) == (method != "plain") for v in by.values())
+    acgan_1 = next(r for r in result["runs"] if r["method"] == "acgan" and r["fraction"] == 1)
+    assert result["summary"]["acgan"]["1"]["conditioning_mean"] == acgan_1["conditioning"]["accuracy"]
     assert (tmp_path / "sweep.json").is_file()
     assert capsys.readouterr().out.count("pip install matplotlib") == 1
     assert not list(tmp_path.glob("*.png"))
