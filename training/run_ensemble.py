@@ -32,7 +32,7 @@ from data.batching import encode_examples
 from data.datasets import find_data_dir, load_task, task_file
 from heads.multitask import MultitaskBert, read_run
 from minbert import Tokenizer
-from training import tasks
+from training import options, tasks
 from training.splits import sample
 from training.tasks import COURSE_TASKS, TASKS
 
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where the course's prediction files go (sst/para/sts-dev/test-output.csv)")
     p.add_argument("--data-dir", help="the folder with the course files (default: $MINBERT_DATA_DIR, ../shared/data, "
                    "./data-files)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    options.add_shared(p, "--device")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--limit-eval", type=int, metavar="N",
                    help="use a fixed random sample of N examples of every dev and test file (a quick check)")
@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--threads {args.threads}: must be at least 1")
     if args.limit_eval is not None and args.limit_eval < 1:
         p.error(f"--limit-eval {args.limit_eval}: must be at least 1 (leave it out for the whole files)")
+    for problem in options.device_problems(args.device):
+        p.error(problem)
     return args
 
 
@@ -120,8 +122,6 @@ def show(scores: dict[str, float]) -> str:
 
 def ensemble(args) -> dict:
     start = time.perf_counter()
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     infos = [read_run(r) for r in args.runs]

@@ -97,10 +97,11 @@ def train_and_predict(run, args, world) -> dict:
             m, labels = net if len(step_tasks) == 1 else model, batch["labels"].to(args.device)
             loss = (rdrop_loss(m, t, batch, labels, args.rdrop, args) if args.rdrop else
                     tasks.task_loss(t, args)(task_output(m, t, batch, args), labels))
-            if tasks.aux_weight(t, args):  # --quora-mnrl: a second loss, on the sentences' own vectors
+            aux = tasks.aux_weight(t, args)
+            if aux:  # --quora-mnrl: a second loss, on the sentences' own vectors
                 # through model, not net: DDP's gradient hooks sit on the shared parameters, which the
                 # forward above used too, so they fire once with both losses' gradients
-                loss = loss + tasks.aux_weight(t, args) * aux_output(model, t, batch, args)
+                loss = loss + aux * aux_output(model, t, batch, args)
             out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
         return out
 
