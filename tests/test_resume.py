@@ -221,16 +221,19 @@ def test_optimizer_state_round_trips_exactly(tmp_path):
 
 
 def test_a_checkpoint_older_than_an_option_resumes_at_its_default_and_only_there(tmp_path, ckpt):
-    """A last/ written before --task-layers and --sts-loss existed does not record them: it resumes when they
-    are at their defaults, and a run that sets one of them is refused as a different run."""
+    """A last/ written before --task-layers, --ema and --sts-loss existed does not record them: it resumes when
+    they are at their defaults (the default preset's, for the two that presets set), and a run that sets one
+    of them is refused as a different run."""
     out = tmp_path / "run"
     first = run_multitask.main(argv(ckpt, out))
     state_file = out / "last" / checkpointing.STATE
     state = json.loads(state_file.read_text())
-    for new in ("task_layers", "sts_loss"):
+    for new in ("task_layers", "ema", "sts_loss"):
         del state["options"][new]  # as a checkpoint written before the option was added
     state_file.write_text(json.dumps(state))
     again = run_multitask.main(argv(ckpt, out, "--resume"))
     assert again["dev"] == first["dev"]
     with pytest.raises(SystemExit, match=r"cannot resume with different options.*--task-layers 0 \(now 1\)"):
         run_multitask.main(argv(ckpt, out, "--resume", "--task-layers", "1"))
+    with pytest.raises(SystemExit, match=r"cannot resume with different options.*--ema 0.0 \(now 0.999\)"):
+        run_multitask.main(argv(ckpt, out, "--resume", "--ema", "0.999"))

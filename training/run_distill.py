@@ -40,7 +40,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:
     own, rest = p.parse_known_args(argv)
     margs = options.parse_args(rest)
     if margs.pcgrad or margs.extra_epochs or margs.freeze != "none" or margs.ema or margs.rdrop:
-        p.error("the distillation loop supports neither --pcgrad, --extra-epochs, --freeze, --ema nor --rdrop")
+        p.error("the distillation loop supports neither --pcgrad, --extra-epochs, --freeze, --ema nor --rdrop "
+                "(nor --preset best, which turns --ema and --task-layers on)")
     if margs.sts_loss != "mse" or margs.quora_mnrl:
         p.error("the distillation loop trains on distillation targets (distill_targets.py): it supports neither "
                 "--sts-loss cosent nor --quora-mnrl")
