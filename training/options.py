@@ -98,7 +98,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "own copy of the top N, all starting from the pretrained ones (STS keeps the encoder's own, "
                         "which run_export.py writes). Cost: N layers more per other task, for all-MiniLM-L6-v2 "
                         "1,774,464 parameters per layer, so N=1 adds 3.5M and N=2 7.1M to its 22.7M (and their "
-                        "AdamW state); a batch still runs L layers. 0 (presets full and quick): one shared encoder; preset best: 1")
+                        "AdamW state); a batch still runs L layers. 0 (presets full and quick): one shared encoder; "
+                        "preset best: 1")
     add_shared(g, "--attn", "--unpad")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="multitask epochs (an epoch = as many steps as all tasks have batches)")
