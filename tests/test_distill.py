@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from minbert.safetensors import load_safetensors
-from training import options, run_distill
+from training import options, run_distill, run_multitask
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -134,6 +134,18 @@ def test_only_the_targets_differ_between_variants(all_run):
     weights = {v: load_safetensors(tmp / "bam" / v / "model.safetensors") for v in ("multi", "lambda_1", "lambda_0")}
     assert all(torch.equal(weights["multi"][k], weights["lambda_1"][k]) for k in weights["multi"])
     assert not all(torch.equal(weights["multi"][k], weights["lambda_0"][k]) for k in weights["multi"])
+
+
+def test_the_multi_student_is_run_multitasks_default_run(all_run, tiny_checkpoint):
+    """The `multi` student (gold labels only) trains exactly what run_multitask.py trains with the same
+    options, so a plain multitask run stands for it (docs/RESULTS.md's BAM! table uses the full default run)."""
+    tmp, _ = all_run
+    run_multitask.main(["--model", str(tiny_checkpoint), "--data-dir", str(FIXTURE_DATA), "--device", "cpu",
+                        "--preset", "quick", "--amp", "none", "--epochs", "1", "--batch-size", "2", "--threads", "1",
+                        "--lr", "1e-3", "--out-dir", str(tmp / "mt"), "--predictions-dir", str(tmp / "mt-pred")])
+    plain = load_safetensors(tmp / "mt" / "best" / "model.safetensors")
+    student = load_safetensors(tmp / "bam" / "multi" / "model.safetensors")
+    assert plain.keys() == student.keys() and all(torch.equal(plain[k], student[k]) for k in plain)
 
 
 def test_student_command_reuses_the_stored_teachers(all_run, tiny_checkpoint):
