@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from minbert.safetensors import load_safetensors
-from training import options, run_distill, run_multitask
+from heads.multitask import MultitaskBert
+from training import options, run_distill, run_multitask, run_predict
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -146,6 +147,24 @@ def test_the_multi_student_is_run_multitasks_default_run(all_run, tiny_checkpoin
     plain = load_safetensors(tmp / "mt" / "best" / "model.safetensors")
     student = load_safetensors(tmp / "bam" / "multi" / "model.safetensors")
     assert plain.keys() == student.keys() and all(torch.equal(plain[k], student[k]) for k in plain)
+
+
+def test_teachers_and_students_are_run_folders_that_run_predict_reads(all_run, capsys):
+    """run_predict.py, loading each folder on its own, scores the dev file as the trainer did and writes
+    the trainer's dev predictions."""
+    tmp, record = all_run
+    printed = {"sst": "sst accuracy", "sts": "sts Pearson r"}
+    files = {"sst": "ids-sst-dev.csv", "sts": "sts-dev.csv"}
+    rows = lambda path: sorted(path.read_text().splitlines()[1:])  # noqa: E731
+    for folder, task, dev in ((tmp / "teachers" / "sts", "sts", record["single"]),
+                              (tmp / "bam" / "annealed", "sts", record["annealed"]),
+                              (tmp / "bam" / "annealed", "sst", record["annealed"])):
+        assert isinstance(MultitaskBert.from_run(folder), MultitaskBert)
+        run_predict.main(["--run", str(folder), "--task", task, "--device", "cpu",
+                          "--input", str(FIXTURE_DATA / files[task]), "--output", str(tmp / "p.csv")])
+        out = "".join(capsys.readouterr())  # the score goes to stderr
+        assert f"{printed[task]} {dev[task]:.4f}" in out, out
+        assert rows(tmp / "p.csv") == rows(folder / "predictions" / f"{task}-dev-output.csv")
 
 
 def test_student_command_reuses_the_stored_teachers(all_run, tiny_checkpoint):

@@ -12,7 +12,7 @@ import torch
 
 from heads.multitask import MultitaskBert
 from minbert import Tokenizer
-from minbert.safetensors import load_safetensors, save_safetensors
+from minbert.safetensors import load_safetensors
 from training import checkpointing, tasks
 from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
 from training.loop import Loop, fit
@@ -53,16 +53,20 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
         return {t: distill_loss(t, task_output(model, t, b, margs), target.to(margs.device))
                 * margs.loss_weights.get(t, 1.0)}
 
+    keys = []  # each epoch's dev score: the kept weights are the first best's
+
     def score() -> tuple[float, dict]:
         key, scores = dev_score(model, data, margs, run.tok.pad_id, prefix=f"{out_dir.name} ")
+        keys.append(key)
         return key, {"lambda": weight[0], **scores}
 
     result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.cpu() for k, v in model.state_dict().items()}, out_dir / "model.safetensors")
+    # a complete run folder (heads/multitask.py), so run_predict.py, run_export.py and from_run read it
+    model.save_run(out_dir, run.tok, vars(margs), {}, keys.index(max(keys)) + 1 if keys else 0)
     final = write_predictions(model, data, margs, run.tok.pad_id, out_dir / "predictions")
-    checkpointing.atomic_write(out_dir / "options.json", json.dumps({"options": vars(margs), "lambda": lam,
-                                                                       "dev": final}, indent=2))
+    saved = json.loads((out_dir / "options.json").read_text())
+    checkpointing.atomic_write(out_dir / "options.json", json.dumps({**saved, "lambda": lam, "dev": final},
+                                                                    indent=2, default=str))
     history = [{k: v for k, v in h.items() if k != "phase"} for h in result["history"]]
     return {"dev": final, "history": history, "minutes": round(result["minutes"], 2), "model": model}
 
