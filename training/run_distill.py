@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
         record[name] = result["dev"]
         record.setdefault("history", {})[name] = result["history"]
     record["wall_seconds"] = round(time.time() - t0, 1)
-    cols = [*margs.tasks, "overall"]
+    cols = [*margs.tasks] + (["overall"] if any("overall" in record[n] for n in names) else [])  # all 3 tasks
     print(f"\n{'dev':>14} " + " ".join(f"{c:>8}" for c in cols))
     for n in names:
         print(f"{n:>14} " + " ".join(f"{record[n].get(c, float('nan')):8.4f}" for c in cols))
