@@ -165,6 +165,9 @@ def test_teachers_and_students_are_run_folders_that_run_predict_reads(all_run, c
         out = "".join(capsys.readouterr())  # the score goes to stderr
         assert f"{printed[task]} {dev[task]:.4f}" in out, out
         assert rows(tmp / "p.csv") == rows(folder / "predictions" / f"{task}-dev-output.csv")
+        saved = json.loads((folder / "options.json").read_text())  # the kept epoch's scores: the prediction files'
+        assert saved["epoch"] == 1 and saved["dev"][task] == dev[task]
+    assert json.loads((tmp / "bam" / "annealed" / "options.json").read_text())["options"]["lambda"] == "annealed"
 
 
 def test_student_command_reuses_the_stored_teachers(all_run, tiny_checkpoint):

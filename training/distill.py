@@ -53,20 +53,16 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
         return {t: distill_loss(t, task_output(model, t, b, margs), target.to(margs.device))
                 * margs.loss_weights.get(t, 1.0)}
 
-    keys = []  # each epoch's dev score: the kept weights are the first best's
-
     def score() -> tuple[float, dict]:
         key, scores = dev_score(model, data, margs, run.tok.pad_id, prefix=f"{out_dir.name} ")
-        keys.append(key)
         return key, {"lambda": weight[0], **scores}
 
     result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
+    kept = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
+    dev = {k: kept[k] for k in (*task_list, "overall") if k in kept}  # the kept epoch's scores, as run_multitask saves
     # a complete run folder (heads/multitask.py), so run_predict.py, run_export.py and from_run read it
-    model.save_run(out_dir, run.tok, vars(margs), {}, keys.index(max(keys)) + 1 if keys else 0)
+    model.save_run(out_dir, run.tok, {**vars(margs), "lambda": lam}, dev, result["best_epoch"] or 0)
     final = write_predictions(model, data, margs, run.tok.pad_id, out_dir / "predictions")
-    saved = json.loads((out_dir / "options.json").read_text())
-    checkpointing.atomic_write(out_dir / "options.json", json.dumps({**saved, "lambda": lam, "dev": final},
-                                                                    indent=2, default=str))
     history = [{k: v for k, v in h.items() if k != "phase"} for h in result["history"]]
     return {"dev": final, "history": history, "minutes": round(result["minutes"], 2), "model": model}
 

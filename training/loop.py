@@ -223,11 +223,12 @@ def dev_scores(loop: Loop) -> tuple[float, dict]:
 
 
 def fit(loop: Loop, log=None) -> dict:
-    """Train through every phase; returns {"history", "best", "minutes", "stopped"}. log: an open
+    """Train through every phase; returns {"history", "best", "best_epoch", "minutes", "stopped", "step"}. log: an open
     log.jsonl (or None). With loop.out_dir the best weights are in best/, else in memory; either
     way they are loaded into the model at the end."""
     state, world, model = loop.state, loop.world, loop.model
     step, best, history = state.get("step", 0), state.get("best"), state.get("history", [])
+    best_epoch = state.get("best_epoch")  # the epoch (1-based) whose weights are kept
     running, skipped = state.get("running", {}), state.get("skipped", 0)
     t0 = time.time() - state.get("elapsed", 0.0)
     best_state, stopped = None, False
@@ -239,7 +240,7 @@ def fit(loop: Loop, log=None) -> dict:
 
     def progress(phase: int, phase_step: int, order, done: bool = False) -> dict:
         return dict(step=step, phase=phase, phase_step=phase_step, done=done, order=order and order.state_dict(),
-                    running=running, best=best, history=history, skipped=skipped, elapsed=time.time() - t0,
+                    running=running, best=best, best_epoch=best_epoch, history=history, skipped=skipped, elapsed=time.time() - t0,
                     log_bytes=log.tell() if log else 0)
 
     start = state.get("phase", 0) if not state.get("done") else len(loop.phases)
@@ -298,7 +299,7 @@ def fit(loop: Loop, log=None) -> dict:
                                 **row))
             record(eval="dev", **history[-1])
             if best is None or key > best:
-                best = key
+                best, best_epoch = key, epoch + 1
                 with ema_weights(loop):  # the scored weights are the kept ones
                     if loop.out_dir is None:
                         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -316,5 +317,5 @@ def fit(loop: Loop, log=None) -> dict:
         model.load_state_dict(load_safetensors(loop.out_dir / "best" / "model.safetensors"))
     elif loop.ema is not None:  # nothing was kept (no dev scores, or not rank 0): the average is final
         loop.ema.copy_to(model)
-    return {"history": history, "best": best, "minutes": (time.time() - t0) / 60, "stopped": stopped,
+    return {"history": history, "best": best, "best_epoch": best_epoch, "minutes": (time.time() - t0) / 60, "stopped": stopped,
             "step": step}
