@@ -122,6 +122,24 @@ def same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_with_real_only_class_loss_d_ignores_the_fakes_classes_and_g_keeps_its_own():
+    """--acgan-d-classes real: D's loss no longer depends on which class a fake was generated for
+    (it does by default, Odena et al.'s AC-GAN), while G's loss is the same as by default."""
+    torch.manual_seed(0)
+    D, G = Discriminator(8, 3, 16).eval(), Generator(NOISE, 8, 3, 16).eval()  # eval: no dropout noise
+    h, labels, labelled = torch.randn(4, 8), torch.tensor([0, 1, 2, 0]), torch.tensor([True, True, False, False])
+    noise = torch.rand(4, NOISE, generator=torch.Generator().manual_seed(2))
+    z = G(noise, torch.tensor([0, 1, 2, 1]))  # the fakes, one set for both class assignments below
+    G.forward = lambda *_: z  # so only the labels D and G are told differ
+    out = {(fakes, y): gan_losses(G, D, h, labels, labelled, torch.tensor(y), noise, d_classifies_fakes=fakes)[:2]
+           for fakes in (True, False) for y in ((0, 1, 2, 1), (2, 2, 0, 0))}
+    assert out[(False, (0, 1, 2, 1))][0] == out[(False, (2, 2, 0, 0))][0]
+    assert out[(True, (0, 1, 2, 1))][0] != out[(True, (2, 2, 0, 0))][0]
+    for y in ((0, 1, 2, 1), (2, 2, 0, 0)):
+        assert out[(False, y)][1] == out[(True, y)][1]
+    assert out[(True, (0, 1, 2, 1))][1] != out[(True, (2, 2, 0, 0))][1]  # G's class loss still reads its labels
+
+
 @pytest.mark.parametrize("conditional", [False, True])
 def test_generator_step_moves_only_the_generator(conditional):
     setup = players(conditional=conditional)
@@ -194,7 +212,8 @@ def run(tmp_path, ckpt, *extra):
 
 
 @pytest.mark.parametrize("method, extra", [("plain", []), ("gan", ["--embeddings-plot"]),
-                                           ("acgan", ["--freeze-encoder", "--task", "cfimdb", "--embeddings-plot"])])
+                                           ("acgan", ["--freeze-encoder", "--task", "cfimdb", "--embeddings-plot"]),
+                                           ("acgan", ["--acgan-d-classes", "real"])])
 def test_each_method_runs_and_writes_predictions_and_a_record(tmp_path, tiny_checkpoint, method, extra):
     result = run(tmp_path, tiny_checkpoint, "--method", method, "--labelled", "0.5", *extra)
     task = "cfimdb" if "cfimdb" in extra else "sst"
@@ -205,6 +224,7 @@ def test_each_method_runs_and_writes_predictions_and_a_record(tmp_path, tiny_che
         lines = (tmp_path / "predictions" / f"{task}-{split}-output.csv").read_text().splitlines()
         assert lines[0].split() == ["id", "Predicted_Sentiment"] and len(lines) > 1
     assert ("collapse" in result) == (method != "plain")
+    assert result.get("acgan_d_classes") == (None if method != "acgan" else "real" if "real" in extra else "all")
     assert json.loads((tmp_path / "result.json").read_text())["dev_acc"] == result["dev_acc"]
 
 

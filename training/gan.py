@@ -133,16 +133,19 @@ def generator_loss(fake_logits: torch.Tensor, real_features: torch.Tensor, fake_
 
 
 def gan_losses(G: Generator, D: Discriminator, h_real: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
-               fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+               fake_labels: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+               d_classifies_fakes: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """One GAN-BERT / AC-GAN-BERT forward: B fakes for B real rows, one D pass over [real; fake].
     Returns (d_loss, g_loss, stats). h_real (B, C): real embeddings, still attached to the encoder's
-    graph when the encoder trains. fake_labels: AC-GAN class per fake (B,)."""
+    graph when the encoder trains. fake_labels: AC-GAN class per fake (B,). d_classifies_fakes=False
+    (AC-GAN only): D's class logits learn from real rows alone, as GAN-BERT's do, while G keeps its
+    class loss; D can then no longer carve out class regions of its own for the fakes, so G's class
+    loss can only be met inside the real sentences' class regions (the fix tried in issue 19)."""
     B = h_real.shape[0]
     z = G.sample_noise(B, h_real.device) if noise is None else noise  # (B, noise_dim)
     fake = G(z, fake_labels)  # (B, C)
     features, logits = D(torch.cat([h_real, fake.to(h_real.dtype)], dim=0))  # (2B, width), (2B, k + 1)
-    d_loss = discriminator_loss(logits[:B], logits[B:], labels, labelled, fake_labels)
+    d_loss = discriminator_loss(logits[:B], logits[B:], labels, labelled, fake_labels if d_classifies_fakes else None)
     g_loss = generator_loss(logits[B:], features[:B], features[B:], fake_labels)
     with torch.no_grad():
         acc = (logits[:B][labelled, :-1].argmax(-1) == labels[labelled]).float().mean() if labelled.any() else None

@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--noise-dim", type=int, default=100, help="generator input size (GAN-BERT: 100, uniform noise)")
     g.add_argument("--gan-hidden", type=int, help="hidden width of G and D (default: the encoder's hidden size)")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout in G and D")
+    g.add_argument("--acgan-d-classes", choices=["all", "real"], default="all",
+                   help="acgan: rows D's class loss learns from: all (real and generated, Odena et al.) or "
+                        "real only (G keeps its class loss, so it must aim at the real class regions)")
     g = p.add_argument_group("budget and optimisation (identical for every method)")
     g.add_argument("--steps", type=int, default=500, help="optimizer steps per run")
     g.add_argument("--batch-size", type=int, default=32, help="labelled examples per step (cycled)")
@@ -200,7 +203,8 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
         if method == "plain":
             return {"d_loss": supervised_loss(D(h)[1], y, mask)}
         fake_y = torch.randint(0, k, (len(idx),), device=args.device) if method == "acgan" else None
-        d_loss, g_loss, step_stats = gan_losses(G, D, h, y, mask, fake_labels=fake_y)
+        d_loss, g_loss, step_stats = gan_losses(G, D, h, y, mask, fake_labels=fake_y,
+                                               d_classifies_fakes=args.acgan_d_classes == "all")
         stats.update(step_stats)
         return {"d_loss": d_loss, "g_loss": g_loss}
 
@@ -224,6 +228,7 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
         preds = {s: D(h.to(args.device))[1][:, :-1].argmax(-1).cpu().numpy() for s, h in h_eval.items()}
     gold = np.array([e["label"] for e in data["dev"]])
     record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
+              **({"acgan_d_classes": args.acgan_d_classes} if method == "acgan" else {}),
               "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
               "log": log, "seconds": round(time.time() - t0, 1)}
     if method != "plain":  # only sampled train rows: embedding all of SST with a live encoder is slow
