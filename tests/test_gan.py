@@ -245,6 +245,20 @@ def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, 
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_sweeps_run_apart_merge_into_the_sweep_run_at_once(tmp_path, tiny_checkpoint):
+    common = ("--sweep", "--fractions", "0.5", "--methods", "plain,gan", "--freeze-encoder")
+    whole = run(tmp_path / "whole", tiny_checkpoint, *common, "--seeds", "1,2")
+    for seed in ("1", "2"):
+        run(tmp_path / seed, tiny_checkpoint, *common, "--seeds", seed)
+    merged = run_gan.main(["--merge", str(tmp_path / "1" / "sweep.json"), str(tmp_path / "2" / "sweep.json"),
+                           "--out-dir", str(tmp_path / "merged"), "--device", "cpu"])
+    assert merged["summary"] == whole["summary"] and (tmp_path / "merged" / "sweep.json").is_file()
+    with pytest.raises(SystemExit, match="seed 1 is in both"):
+        run_gan.main(["--merge", str(tmp_path / "1" / "sweep.json"), str(tmp_path / "whole" / "sweep.json"), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="cannot read"):
+        run_gan.main(["--merge", str(tmp_path / "missing.json"), "--device", "cpu"])
+
+
 def test_sweep_plot_is_a_png_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")  # the optional [plots] extra
     summary = {m: {"0.5": {"mean": 0.4, "std": 0.1, "n": 2}, "1": {"mean": 0.6, "std": 0.0, "n": 2}}

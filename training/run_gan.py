@@ -2,6 +2,8 @@
 
     python training/run_gan.py --task sst --method gan --labelled 0.05 --seed 1
     python training/run_gan.py --task sst --sweep --seeds 1,2,3 --freeze-encoder     # the whole grid
+    python training/run_gan.py --task sst --sweep --seeds 1 --out-dir runs/s1          # one seed per core ...
+    python training/run_gan.py --task sst --merge runs/s1/sweep.json runs/s2/sweep.json --out-dir runs/all
     python training/run_gan.py --task cfimdb --method acgan --labelled 0.1 --embeddings-plot
     python training/run_gan.py --help
 
@@ -58,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--fractions", default=FRACTIONS, help="sweep: comma-separated labelled fractions")
     g.add_argument("--methods", default=",".join(METHODS), help="sweep: comma-separated methods")
     g.add_argument("--seeds", default="1,2,3", help="sweep: comma-separated seeds")
+    g.add_argument("--merge", nargs="+", metavar="SWEEP_JSON",
+                   help="report sweeps run apart (e.g. one seed per core) as one: their runs, the table, the PNG")
     g.add_argument("--embeddings-plot", action="store_true", help="gan/acgan: PNG of real vs generated embeddings")
     g.add_argument("--projection", choices=["pca", "tsne"], default="pca",
                    help="2-D projection (tsne needs scikit-learn)")
@@ -230,7 +234,7 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
               **({"acgan_d_classes": args.acgan_d_classes} if method == "acgan" else {}),
               "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
-              "log": log, "seconds": round(time.time() - t0, 1)}
+              "steps": args.steps, "log": log, "seconds": round(time.time() - t0, 1)}
     if method != "plain":  # only sampled train rows: embedding all of SST with a live encoder is slow
         record["collapse"], record["conditioning"] = embedding_report(
             args, env, G, D, lambda idx: embeddings("train", idx), (h_eval["dev"], torch.from_numpy(gold)), method,
@@ -325,6 +329,40 @@ def summarize(records: list[dict]) -> dict:
     return summary
 
 
+def merged_runs(paths: list[str]) -> list[dict]:
+    """The runs of several sweep records; a clear exit on a missing or non-sweep file or a run given twice."""
+    records, seen = [], {}
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--merge: cannot read {path}: {e}")
+        if not record.get("sweep"):
+            raise SystemExit(f"--merge: {path} is not a sweep record (run_gan.py --sweep writes sweep.json)")
+        for r in record["runs"]:
+            key = (r["method"], r["fraction"], r["seed"], r.get("acgan_d_classes"))
+            if key in seen:
+                raise SystemExit(f"--merge: {key[0]} {key[1]:g} seed {key[2]} is in both {seen[key]} and {path}")
+            seen[key] = path
+            records.append(r)
+    return records
+
+
+def sweep_report(args, records: list[dict], out_dir: Path) -> dict:
+    """The sweep's record: its runs, their mean/std per method and fraction (printed), and the PNG."""
+    summary = summarize(records)
+    print(f"\n{'labelled':>9} " + " ".join(f"{m:>15}" for m in summary))
+    for f in sorted({f for by in summary.values() for f in by}, key=float):
+        print(f"{float(f):>9.0%} " + " ".join(
+            f"{by[f]['mean']:>8.4f}+-{by[f]['std']:.3f}" if f in by else f"{'':>15}" for by in summary.values()))
+    steps = sorted({r.get("steps", args.steps) for r in records})
+    png = plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
+                           f"{args.task}: dev accuracy vs labelled data ({'/'.join(map(str, steps))} steps)")
+    if png:
+        print(f"wrote {png}")
+    return {"script": "run_gan", "sweep": True, "options": vars(args), "summary": summary, "runs": records}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -332,27 +370,21 @@ def main(argv=None) -> dict:
     t0 = time.time()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"loading {args.model} and {args.task} ...")
-    env = load(args)
-    if args.sweep:
+    if not args.merge:
+        print(f"loading {args.model} and {args.task} ...")
+        env = load(args)
+    if args.merge:  # sweeps run apart (one per core or machine), reported as one
+        records = merged_runs(args.merge)
+        result = sweep_report(args, records, out_dir)
+    elif args.sweep:
         runs = [(m, f, s) for f in args.fractions for m in args.methods for s in args.seeds]
         print(f"sweep: {len(runs)} runs of {args.steps} steps")
-        records = [run_one(args, env, m, f, s) for m, f, s in runs]
-        summary = summarize(records)
-        result = {"script": "run_gan", "sweep": True, "options": vars(args), "summary": summary, "runs": records}
-        print(f"\n{'labelled':>9} " + " ".join(f"{m:>15}" for m in summary))
-        for f in sorted({f for by in summary.values() for f in by}, key=float):
-            print(f"{float(f):>9.0%} " + " ".join(
-                f"{by[f]['mean']:>8.4f}+-{by[f]['std']:.3f}" if f in by else f"{'':>15}" for by in summary.values()))
-        png = plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
-                               f"{args.task}: dev accuracy vs labelled data ({args.steps} steps)")
-        if png:
-            print(f"wrote {png}")
+        result = sweep_report(args, [run_one(args, env, m, f, s) for m, f, s in runs], out_dir)
     else:
         result = {"script": "run_gan", "sweep": False, "options": vars(args),
                   **run_one(args, env, args.method, args.labelled, args.seed, write_files=True)}
     result["wall_seconds"] = round(time.time() - t0, 1)
-    path = Path(args.json) if args.json else out_dir / ("sweep.json" if args.sweep else "result.json")
+    path = Path(args.json) if args.json else out_dir / ("sweep.json" if args.sweep or args.merge else "result.json")
     checkpointing.atomic_write(path, json.dumps(result, indent=2))
     print(f"record in {path} ({result['wall_seconds']:.0f} s)")
     return result
