@@ -271,3 +271,9 @@ def test_the_plain_baseline_sees_only_labelled_examples(tmp_path, tiny_checkpoin
     a = run(tmp_path / "a", tiny_checkpoint, "--method", "plain", "--labelled", "0.4", "--freeze-encoder")
     g = run(tmp_path / "g", tiny_checkpoint, "--method", "gan", "--labelled", "0.4", "--freeze-encoder")
     assert a["labelled"] == g["labelled"] == 2 and a["unlabelled"] == 0 and g["unlabelled"] == 3
+
+
+def test_summary_keeps_the_real_classes_fix_apart_from_acgan():
+    rec = lambda acc, d: {"method": "acgan", "fraction": 0.1, "seed": 1, "dev_acc": acc, "acgan_d_classes": d}  # noqa: E731
+    summary = run_gan.summarize([rec(0.4, "all"), rec(0.5, "real")])
+    assert summary["acgan"]["0.1"]["mean"] == 0.4 and summary["acgan (D: real classes)"]["0.1"]["mean"] == 0.5

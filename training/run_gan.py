@@ -139,6 +139,7 @@ def pool(encoder: BertModel, inputs: dict, pooling: str, device) -> torch.Tensor
 
 def load(args) -> dict:
     """Tokenizer, pristine encoder, encoded splits and, with --freeze-encoder, cached embeddings."""
+    print(f"loading {args.model} and {args.task} ...")
     tok = Tokenizer.from_pretrained(args.model)
     args.max_length = clamp_max_length(args.max_length, tok)
     encoder = BertModel.from_pretrained(args.model, attn_implementation="sdpa").to(args.device)
@@ -316,7 +317,8 @@ def summarize(records: list[dict]) -> dict:
     "conditioning_mean"/"conditioning_std", the conditioning score over the same seeds."""
     out: dict = {}
     for r in records:
-        out.setdefault(r["method"], {}).setdefault(f"{r['fraction']:g}", []).append(r)
+        method = r["method"] + (" (D: real classes)" if r.get("acgan_d_classes") == "real" else "")  # not averaged in
+        out.setdefault(method, {}).setdefault(f"{r['fraction']:g}", []).append(r)
     summary: dict = {}
     for m, by in out.items():
         for f, runs in by.items():
@@ -370,17 +372,15 @@ def main(argv=None) -> dict:
     t0 = time.time()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not args.merge:
-        print(f"loading {args.model} and {args.task} ...")
-        env = load(args)
-    if args.merge:  # sweeps run apart (one per core or machine), reported as one
-        records = merged_runs(args.merge)
-        result = sweep_report(args, records, out_dir)
+    if args.merge:  # sweeps run apart (one per core or machine), reported as one; no model needed
+        result = sweep_report(args, merged_runs(args.merge), out_dir)
     elif args.sweep:
+        env = load(args)
         runs = [(m, f, s) for f in args.fractions for m in args.methods for s in args.seeds]
         print(f"sweep: {len(runs)} runs of {args.steps} steps")
         result = sweep_report(args, [run_one(args, env, m, f, s) for m, f, s in runs], out_dir)
     else:
+        env = load(args)
         result = {"script": "run_gan", "sweep": False, "options": vars(args),
                   **run_one(args, env, args.method, args.labelled, args.seed, write_files=True)}
     result["wall_seconds"] = round(time.time() - t0, 1)
