@@ -277,3 +277,26 @@ def test_summary_keeps_the_real_classes_fix_apart_from_acgan():
     rec = lambda acc, d: {"method": "acgan", "fraction": 0.1, "seed": 1, "dev_acc": acc, "acgan_d_classes": d}  # noqa: E731
     summary = run_gan.summarize([rec(0.4, "all"), rec(0.5, "real")])
     assert summary["acgan"]["0.1"]["mean"] == 0.4 and summary["acgan (D: real classes)"]["0.1"]["mean"] == 0.5
+
+
+def test_summary_keeps_a_slower_generator_apart_and_old_records_in_their_method():
+    rec = lambda acc, **lr: {"method": "gan", "fraction": 0.1, "seed": 1, "dev_acc": acc, **lr}  # noqa: E731
+    summary = run_gan.summarize([rec(0.3), rec(0.5, head_lr=1e-4, g_lr=1e-4), rec(0.6, head_lr=1e-4, g_lr=2.5e-5)])
+    assert summary["gan"]["0.1"] == {"mean": 0.4, "std": pytest.approx(0.1), "n": 2}
+    assert summary["gan (G lr 2.5e-05)"]["0.1"]["mean"] == 0.6
+
+
+@pytest.mark.parametrize("g_lr, moves", [("0", False), (None, True)])
+def test_g_lr_sets_the_generator_learning_rate(tmp_path, tiny_checkpoint, monkeypatch, g_lr, moves):
+    made = []
+
+    class Recorded(run_gan.Generator):  # keeps the generator and a copy of its initial weights
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append((self, {k: v.clone() for k, v in self.state_dict().items()}))
+
+    monkeypatch.setattr(run_gan, "Generator", Recorded)
+    result = run(tmp_path, tiny_checkpoint, "--method", "gan", "--freeze-encoder", *(["--g-lr", g_lr] if g_lr else []))
+    (G, start), = made
+    same = all(torch.equal(v, start[k]) for k, v in G.state_dict().items())
+    assert same != moves and result["g_lr"] == (0.0 if g_lr else result["head_lr"])

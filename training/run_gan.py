@@ -90,7 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--unlabelled-batch-size", type=int,
                    help="gan/acgan: unlabelled examples per step (default: --batch-size)")
     g.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (GAN-BERT: 5e-5); unused when frozen")
-    g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D and G")
+    g.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of D (and of G unless --g-lr)")
+    g.add_argument("--g-lr", type=float,
+                   help="learning rate of G (default: --head-lr). Below D's, the two time-scale update rule "
+                        "(Heusel et al. 2017): D keeps up with G, so G cannot park its samples where D calls them real")
     add_shared(g, "--warmup", "--clip", "--adamw", warmup=0.1)  # --clip: per player
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
@@ -113,6 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.probe_train < 0:
         p.error("--probe-train must be 0 (every training sentence) or positive")
     args.unlabelled_batch_size = args.unlabelled_batch_size or args.batch_size
+    if args.g_lr is not None and args.g_lr < 0:
+        p.error("--g-lr must be 0 or more")
+    args.g_lr = args.head_lr if args.g_lr is None else args.g_lr
     return args
 
 
@@ -172,7 +178,7 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     else:
         groups, d_params = [{"params": list(D.parameters()), "lr": args.head_lr}], list(D.parameters())
     d_opt = AdamW(groups, lr=args.head_lr, weight_decay=0.01, fused=args.adamw == "fused")
-    g_opt = AdamW(G.parameters(), lr=args.head_lr, fused=args.adamw == "fused")
+    g_opt = AdamW(G.parameters(), lr=args.g_lr, fused=args.adamw == "fused")
     warm = int(args.warmup * args.steps)
     players = [Player(d_opt, warmup_linear(d_opt, warm, args.steps), d_params)]
     if method != "plain":
@@ -234,6 +240,7 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     gold = np.array([e["label"] for e in data["dev"]])
     record = {"method": method, "fraction": fraction, "seed": seed, "labelled": len(labelled),
               **({"acgan_d_classes": args.acgan_d_classes} if method == "acgan" else {}),
+              **({"head_lr": args.head_lr, "g_lr": args.g_lr} if method != "plain" else {}),
               "unlabelled": len(unlabelled) if use_unlabelled else 0, "dev_acc": float((preds["dev"] == gold).mean()),
               "steps": args.steps, "log": log, "seconds": round(time.time() - t0, 1)}
     if method != "plain":  # only sampled train rows: embedding all of SST with a live encoder is slow
@@ -312,13 +319,20 @@ def probe_conditioning(args, k: int, G: Generator, D: Discriminator, real: torch
     return score
 
 
+def variant(r: dict) -> str:
+    """A run's row label: its method, plus the options that make it a different method (never averaged in)."""
+    label = r["method"] + (" (D: real classes)" if r.get("acgan_d_classes") == "real" else "")
+    if r.get("g_lr", r.get("head_lr")) != r.get("head_lr"):  # records from before --g-lr have neither
+        label += f" (G lr {r['g_lr']:g})"
+    return label
+
+
 def summarize(records: list[dict]) -> dict:
     """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds; GAN methods also
     "conditioning_mean"/"conditioning_std", the conditioning score over the same seeds."""
     out: dict = {}
     for r in records:
-        method = r["method"] + (" (D: real classes)" if r.get("acgan_d_classes") == "real" else "")  # not averaged in
-        out.setdefault(method, {}).setdefault(f"{r['fraction']:g}", []).append(r)
+        out.setdefault(variant(r), {}).setdefault(f"{r['fraction']:g}", []).append(r)
     summary: dict = {}
     for m, by in out.items():
         for f, runs in by.items():
@@ -342,7 +356,7 @@ def merged_runs(paths: list[str]) -> list[dict]:
         if not record.get("sweep"):
             raise SystemExit(f"--merge: {path} is not a sweep record (run_gan.py --sweep writes sweep.json)")
         for r in record["runs"]:
-            key = (r["method"], r["fraction"], r["seed"], r.get("acgan_d_classes"))
+            key = (variant(r), r["fraction"], r["seed"])
             if key in seen:
                 raise SystemExit(f"--merge: {key[0]} {key[1]:g} seed {key[2]} is in both {seen[key]} and {path}")
             seen[key] = path
