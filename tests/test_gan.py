@@ -240,6 +240,10 @@ def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, 
         assert all(("conditioning_mean" in v) == (method != "plain") for v in by.values())
     acgan_1 = next(r for r in result["runs"] if r["method"] == "acgan" and r["fraction"] == 1)
     assert result["summary"]["acgan"]["1"]["conditioning_mean"] == acgan_1["conditioning"]["accuracy"]
+    # (nan_ok: the tiny fixture leaves classes without real rows, whose spread is undefined)
+    assert result["summary"]["acgan"]["1"]["collapse_mean"] == pytest.approx(acgan_1["collapse"]["mean_per_class"],
+                                                                              nan_ok=True)
+    assert "collapse_mean" not in result["summary"]["plain"]["1"]
     assert (tmp_path / "sweep.json").is_file()
     assert capsys.readouterr().out.count("pip install matplotlib") == 1
     assert not list(tmp_path.glob("*.png"))
@@ -252,7 +256,8 @@ def test_sweeps_run_apart_merge_into_the_sweep_run_at_once(tmp_path, tiny_checkp
         run(tmp_path / seed, tiny_checkpoint, *common, "--seeds", seed)
     merged = run_gan.main(["--merge", str(tmp_path / "1" / "sweep.json"), str(tmp_path / "2" / "sweep.json"),
                            "--out-dir", str(tmp_path / "merged"), "--device", "cpu"])
-    assert merged["summary"] == whole["summary"] and (tmp_path / "merged" / "sweep.json").is_file()
+    same = json.dumps(merged["summary"], sort_keys=True) == json.dumps(whole["summary"], sort_keys=True)  # NaN == NaN
+    assert same and (tmp_path / "merged" / "sweep.json").is_file()
     with pytest.raises(SystemExit, match="seed 1 is in both"):
         run_gan.main(["--merge", str(tmp_path / "1" / "sweep.json"), str(tmp_path / "whole" / "sweep.json"), "--device", "cpu"])
     with pytest.raises(SystemExit, match="cannot read"):
@@ -300,3 +305,13 @@ def test_g_lr_sets_the_generator_learning_rate(tmp_path, tiny_checkpoint, monkey
     (G, start), = made
     same = all(torch.equal(v, start[k]) for k, v in G.state_dict().items())
     assert same != moves and result["g_lr"] == (0.0 if g_lr else result["head_lr"])
+
+
+def test_a_stored_sweep_from_before_the_conditioning_score_merges(tmp_path, capsys):
+    stored = Path(__file__).parents[1] / "docs" / "results" / "gan-sweep-sst-frozen.json"  # runs lack "conditioning"
+    merged = run_gan.main(["--merge", str(stored), "--out-dir", str(tmp_path), "--device", "cpu"])
+    runs = [r for r in json.loads(stored.read_text())["runs"] if r["method"] == "gan" and r["fraction"] == 0.1]
+    row = merged["summary"]["gan"]["0.1"]
+    assert row["mean"] == pytest.approx(np.mean([r["dev_acc"] for r in runs])) and "conditioning_mean" not in row
+    assert row["collapse_mean"] == pytest.approx(np.mean([r["collapse"]["mean_per_class"] for r in runs]))
+    assert "(collapse | conditioning)" in capsys.readouterr().out

@@ -328,8 +328,9 @@ def variant(r: dict) -> str:
 
 
 def summarize(records: list[dict]) -> dict:
-    """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds; GAN methods also
-    "conditioning_mean"/"conditioning_std", the conditioning score over the same seeds."""
+    """{method: {fraction: {"mean", "std", "n"}}} of dev accuracy over seeds (std: population, ddof 0);
+    GAN methods also "conditioning_mean"/"conditioning_std", the conditioning score, and
+    "collapse_mean"/"collapse_std", the mean-per-class collapse ratio, over the same seeds."""
     out: dict = {}
     for r in records:
         out.setdefault(variant(r), {}).setdefault(f"{r['fraction']:g}", []).append(r)
@@ -341,6 +342,9 @@ def summarize(records: list[dict]) -> dict:
             if all("conditioning" in r for r in runs):
                 cond = [r["conditioning"]["accuracy"] for r in runs]
                 row.update(conditioning_mean=float(np.mean(cond)), conditioning_std=float(np.std(cond)))
+            if all("collapse" in r for r in runs):
+                spread = [r["collapse"]["mean_per_class"] for r in runs]
+                row.update(collapse_mean=float(np.mean(spread)), collapse_std=float(np.std(spread)))
             summary.setdefault(m, {})[f] = row
     return summary
 
@@ -371,6 +375,14 @@ def sweep_report(args, records: list[dict], out_dir: Path) -> dict:
     for f in sorted({f for by in summary.values() for f in by}, key=float):
         print(f"{float(f):>9.0%} " + " ".join(
             f"{by[f]['mean']:>8.4f}+-{by[f]['std']:.3f}" if f in by else f"{'':>15}" for by in summary.values()))
+    gans = {m: by for m, by in summary.items() if any("collapse_mean" in v for v in by.values())}
+    if gans:  # 1: as varied as real sentences, 0: collapsed; chance of the conditioning score: 1/k
+        print(f"\n{'labelled':>9} " + " ".join(f"{m[:24]:>24}" for m in gans) + "   (collapse | conditioning)")
+        for f in sorted({f for by in gans.values() for f in by}, key=float):
+            print(f"{float(f):>9.0%} " + " ".join(
+                f"{by[f].get('collapse_mean', float('nan')):>11.3f} | {by[f].get('conditioning_mean', float('nan')):.3f}"
+                if f in by else f"{'':>24}"
+                for by in gans.values()))
     steps = sorted({r.get("steps", args.steps) for r in records})
     png = plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
                            f"{args.task}: dev accuracy vs labelled data ({'/'.join(map(str, steps))} steps)")
