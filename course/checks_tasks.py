@@ -1,6 +1,8 @@
-"""Checker side of steps 6-11 (the optimizer, the heads and the training losses): fresh random
-inputs from the run's secret seed, verdicts against references written out here with PyTorch's own
-functions. Nothing here imports student code."""
+"""Instructors only: the producer of steps 6-11 (the optimizer, the heads and the training losses).
+Fresh random inputs from a seed, and what the student's outputs are compared with: references written
+out here with PyTorch's own functions, and the outputs of each known mistake, named for the hints. The
+comparison itself is public (course/verdicts_tasks.py) and reads only these tensors. Nothing here
+imports student code."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import reference as R
-from .compare import Judge, likely_mistake, matches
+from .compare import Expected
 
 Tensor = torch.Tensor
 
@@ -67,26 +69,22 @@ def l2_adam(params, grads, groups):
     return ps
 
 
-def judge_6(t, spec, j: Judge):
+def expect_6(t, spec) -> Expected:
+    e = Expected()
     for c, case in enumerate(spec["cases"]):
         name, groups = case["name"], case["groups"]
         params = [t[f"c{c}.p{i}"] for i in range(len(groups))]
         grads = [[t[f"c{c}.g{s}.{i}"] for i in range(len(groups))] for s in range(case["steps"])]
-        expected = R.adamw(params, grads, groups)
         uncorrected = [{**o, "correct_bias": not o["correct_bias"]} for o in groups]
-        for i, e in enumerate(expected):
-            got = j.got(name, f"p{i}")
-            hint = lambda: likely_mistake(got, {
-                "torch.optim.AdamW, which decays before the Adam update and adds eps after the bias correction":
-                    lambda: torch_adamw(params, grads, groups)[i],
-                "Adam with the decay added to the gradient (L2), not decoupled": lambda: l2_adam(params, grads, groups)[i],
-                "the update with the bias correction the wrong way round (correct_bias ignored or inverted)":
-                    lambda: R.adamw(params, grads, uncorrected)[i],
-            }, "m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2; step = lr * sqrt(1 - b2^t) / (1 - b1^t) (lr when "
-               "correct_bias is off); p -= step * m / (sqrt(v) + eps); then p -= lr * weight_decay * p. Read lr, "
-               "betas, eps, weight_decay and correct_bias from the parameter's group.", atol=1e-6, rtol=1e-5)
-            if not j.close(name, f"parameter {i} after {case['steps']} AdamW step(s)", got, e, hint, atol=1e-5, rtol=1e-4):
-                break
+        wrong = {"step06.torch_adamw": ("torch.optim.AdamW, which decays before the Adam update and adds eps after "
+                                        "the bias correction", torch_adamw(params, grads, groups)),
+                 "step06.l2_decay": ("Adam with the decay added to the gradient (L2), not decoupled",
+                                     l2_adam(params, grads, groups)),
+                 "step06.bias_correction": ("the update with the bias correction the wrong way round (correct_bias "
+                                            "ignored or inverted)", R.adamw(params, grads, uncorrected))}
+        for i, p in enumerate(R.adamw(params, grads, groups)):
+            e.put(f"{name}.p{i}", p, {mid: (text, ps[i]) for mid, (text, ps) in wrong.items()})
+    return e
 
 
 # ---------------------------------------------------------------------------- step 7: pooling, sentiment head
@@ -108,23 +106,19 @@ def masked_mean(h, mask):
                         for b in range(h.shape[0])])  # (B, C), token by token
 
 
-def judge_7(t, spec, j: Judge):
+def expect_7(t, spec) -> Expected:
     h, mask = t["h"], t["mask"]
-    got = j.got("mean")
-    j.close("mean", "mean_pool(h, mask)", got, masked_mean(h, mask), lambda: likely_mistake(got, {
-        "the mean over all T positions, padding included": lambda: h.mean(1)},
-        "Average over the tokens whose mask is 1 only: sum them and divide by their count, per row."))
-    j.close("poisoned", "mean_pool with nan/inf at padded positions", j.got("poisoned"), masked_mean(h, mask),
-            "h * mask keeps nan (nan * 0 = nan): zero the padded positions with masked_fill or torch.where.")
-    j.close("empty_row", "mean_pool with an all-padding row 2", j.got("empty_row"), masked_mean(h, t["mask_empty"]),
-            "An empty row must pool to zeros, not 0/0 = nan: clamp the token count to at least 1.")
+    e = Expected()
+    e.put("mean.y", masked_mean(h, mask), {
+        "step07.mean_with_padding": ("the mean over all T positions, padding included", h.mean(1))})
+    e.put("poisoned.y", masked_mean(h, mask))
+    e.put("empty_row.y", masked_mean(h, t["mask_empty"]))
     pooled = {"cls": h[:, 0], "mean": masked_mean(h, mask), "pooler": t["pooler_output"]}
     for pooling, x in pooled.items():
-        others = {f"the {o} vector instead": (lambda v=v: F.linear(v, t["W"], t["b"])) for o, v in pooled.items() if o != pooling}
-        got = j.got(f"head_{pooling}")
-        j.close(f"head_{pooling}", f"SentimentHead(pooling={pooling!r}) logits", got, F.linear(x, t["W"], t["b"]),
-                lambda: likely_mistake(got, others, f"pooling={pooling!r}: self.classifier applied to the "
-                                            f"{ {'cls': 'first token', 'mean': 'masked mean', 'pooler': 'pooler_output'}[pooling]} vector."))
+        e.put(f"head_{pooling}.y", F.linear(x, t["W"], t["b"]),
+              {f"step07.{pooling}_pooled_as_{o}": (f"the {o} vector instead", F.linear(v, t["W"], t["b"]))
+               for o, v in pooled.items() if o != pooling})
+    return e
 
 
 # ---------------------------------------------------------------------------- step 8: multitask heads
@@ -143,36 +137,31 @@ def inputs_8(gen):
     return t, {}
 
 
-def judge_8(t, spec, j: Judge):
+def expect_8(t, spec) -> Expected:
     u, v = t["u"], t["v"]
-    got = j.got("pair_features")
-    j.close("pair_features", "pair_features(u, v)", got, torch.cat([u, v, (u - v).abs(), u * v], -1), lambda: likely_mistake(got, {
-        "[u, v, u - v, u * v]: the difference needs its absolute value": lambda: torch.cat([u, v, u - v, u * v], -1),
-        "the blocks stacked along dim 0 instead of concatenated along the features": lambda: torch.cat([u, v, (u - v).abs(), u * v], 0),
-    }, "The layout is [u, v, |u - v|, u * v] along the last dim, shape (B, 4C)."))
     cos = lambda a, b: (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))  # noqa: E731
-    got = j.got("cosine")
-    j.close("cosine", "cosine_score(u, v)", got, 5 * cos(u, v).clamp(min=0), lambda: likely_mistake(got, {
-        "the cosine without the factor 5": lambda: cos(u, v).clamp(min=0),
-        "5 * cos without the relu (negative scores)": lambda: 5 * cos(u, v)},
-        "Expected 5 * relu(cos(u, v)) per row, shape (B,)."))
-    j.close("cosine_extremes", "cosine_score of (parallel, orthogonal, opposite) pairs", j.got("cosine_extremes"),
-            torch.tensor([5.0, 0.0, 0.0]), "Parallel vectors score 5; orthogonal and opposite ones 0.")
-    refs = {"sst": (lambda o, y: F.cross_entropy(o, y), "cross-entropy on the 5 logits"),
-            "quora": (lambda o, y: F.binary_cross_entropy_with_logits(o, y.float()),
-                      "binary cross-entropy on the logit (labels 0/1 as floats)"),
-            "sts": (lambda o, y: F.mse_loss(o, y), "mean squared error between score and label")}
-    for task, (ref, what) in refs.items():
-        j.close(f"loss_{task}", f"loss_from_output({task!r}, ...)", j.got(f"loss_{task}"),
-                ref(t[f"{task}.out"], t[f"{task}.labels"]), f"The {task} loss is the {what}, averaged over the batch.")
+    e = Expected()
+    e.put("pair_features.y", torch.cat([u, v, (u - v).abs(), u * v], -1), {
+        "step08.no_abs": ("[u, v, u - v, u * v]: the difference needs its absolute value",
+                          torch.cat([u, v, u - v, u * v], -1)),
+        "step08.stacked": ("the blocks stacked along dim 0 instead of concatenated along the features",
+                           torch.cat([u, v, (u - v).abs(), u * v], 0))})
+    e.put("cosine.y", 5 * cos(u, v).clamp(min=0), {
+        "step08.cosine_no_factor": ("the cosine without the factor 5", cos(u, v).clamp(min=0)),
+        "step08.cosine_no_relu": ("5 * cos without the relu (negative scores)", 5 * cos(u, v))})
+    e.put("cosine_extremes.y", torch.tensor([5.0, 0.0, 0.0]))  # parallel, orthogonal, opposite
+    e.put("loss_sst.y", F.cross_entropy(t["sst.out"], t["sst.labels"]))
+    e.put("loss_quora.y", F.binary_cross_entropy_with_logits(t["quora.out"], t["quora.labels"].float()))
+    e.put("loss_sts.y", F.mse_loss(t["sts.out"], t["sts.labels"]))
+    return e
 
 
 # ---------------------------------------------------------------------------- step 9: PCGrad
 
-def project_in_order(grads: list[Tensor], i: int, order: list[int], originals: bool = True) -> Tensor:
+def project_in_order(grads: list[Tensor], i: int, order: list[int]) -> Tensor:
     g, current = grads[i].double().clone(), [x.double() for x in grads]
     for k in order:
-        h = current[k] if originals else current[k]
+        h = current[k]
         if g @ h < 0:
             g = g - (g @ h) / (h @ h) * h
     return g
@@ -201,45 +190,19 @@ def inputs_9(gen):
     return {"no_conflict": no_conflict, "pair": pair, "sum": total, "order": order}, {"draws": 16}
 
 
-def judge_9(t, spec, j: Judge):
-    hint = ("g_i := g_i - (g_i . g_j) / ||g_j||^2 * g_j when g_i . g_j < 0, always with the ORIGINAL g_j "
-            "(not its projected version).")
-    for case in ("no_conflict", "pair"):
-        j.close(case, "the input gradients after project_conflicting", j.got(case, "inputs"), t[case],
-                "project_conflicting changed its inputs: work on a copy (g.clone()); projecting in place also "
-                "makes later projections use a projected g_j instead of the original.")
-    j.close("no_conflict", "projected gradients when no pair conflicts", j.got("no_conflict"), t["no_conflict"],
-            "Only a pair with a negative dot product is projected.")
-    g1, g2 = t["pair"]
+def expect_9(t, spec) -> Expected:
     off = lambda g, h: g - (g @ h) / (h @ h) * h  # noqa: E731
-    j.close("pair", "projected gradients of a conflicting pair", j.got("pair"), torch.stack([off(g1, g2), off(g2, g1)]), hint)
+    g1, g2 = t["pair"]
     a, b, c = t["sum"]
-    j.close("sum", "pcgrad_project of three gradients", j.got("sum"), off(a, b) + off(b, a) + c,
-            "Task 0 and 1 conflict, task 2 is orthogonal to both and must stay as it is; the result is the sum.")
-    j.close("inputs_unchanged", "the input gradients after project_conflicting", j.got("inputs_unchanged"), t["order"],
-            "Work on a copy (g.clone()): the caller's gradients must not change.")
-    runs, again = j.got("order", "y"), j.got("order", "again")
     grads = list(t["order"])
-    if runs is None or again is None or not j.check(
-            "order", runs.shape == (spec["draws"], 3, grads[0].numel()),
-            f"project_conflicting must return one (D,) gradient per task; got {tuple(runs.shape[1:])} per call"):
-        return
-    seen_orders = set()
-    for draw in runs:
-        for i in range(3):
-            options = outcomes(grads, i)
-            hit = [k for k, o in enumerate(options) if matches(draw[i], o, 1e-5)]
-            if not hit:
-                j.fail("order", f"task {i}'s projected gradient matches no visiting order of the other tasks. {hint}")
-                return
-            seen_orders.add((i, hit[0]))
-    if not j.check("order", len(seen_orders) > 3,
-                   f"a fixed visiting order: over {spec['draws']} calls with different generators every task visited "
-                   f"the others in the same order. PCGrad shuffles the order for each task: torch.randperm(K, "
-                   f"generator=generator)"):
-        return
-    j.check("order", matches(again, runs[0], 1e-6),
-            "the visiting order must come from the `generator` argument: the same seed must give the same result")
+    e = Expected()
+    e.put("no_conflict.y", t["no_conflict"])
+    e.put("pair.y", torch.stack([off(g1, g2), off(g2, g1)]))
+    e.put("sum.y", off(a, b) + off(b, a) + c)
+    e.put("inputs_unchanged.y", t["order"])
+    # every visiting order's outcome, per task: (3 tasks, 2 orders, D), in float64
+    e.put("order.outcomes", torch.stack([torch.stack(outcomes(grads, i)) for i in range(3)]))
+    return e
 
 
 # ---------------------------------------------------------------------------- step 10: distillation
@@ -258,46 +221,31 @@ def inputs_10(gen):
     return t, {"lambda_cases": cases, "lambdas": [0.0, round(lam, 6), 1.0]}
 
 
-def judge_10(t, spec, j: Judge):
-    expected = torch.tensor([min(max(s / n, 0.0), 1.0) for s, n in spec["lambda_cases"]], dtype=torch.float64)
-    got = j.got("lambda")
-    if got is not None and got.shape == expected.shape and not matches(got, expected, 1e-9):
-        bad = int((got.double() - expected).abs().argmax())
-        s, n = spec["lambda_cases"][bad]
-        j.fail("lambda", f"annealed_lambda({s}, {n}) is {got[bad].item():.6g} but expected {expected[bad].item():.6g}: "
-                         "lambda = step / total_steps clamped to [0, 1] (0 at step 0, pure teacher; 1 from total_steps on)")
+def expect_10(t, spec) -> Expected:
+    e = Expected()
+    e.put("lambda.y", torch.tensor([min(max(s / n, 0.0), 1.0) for s, n in spec["lambda_cases"]], dtype=torch.float64))
     for task in ("sst", "quora", "sts"):
         gold, teacher = t[f"{task}.gold"], t[f"{task}.teacher"]
         g = F.one_hot(gold, 5).float() if task == "sst" else gold.float()
         for k, lam in enumerate(spec["lambdas"]):
-            got = j.got(f"targets_{task}", f"lam{k}")
-            hint = lambda: likely_mistake(got, {"the weights swapped, lam * teacher + (1 - lam) * gold":
-                                        lambda: lam * teacher + (1 - lam) * g},
-                                  f"A {task} target is lam * gold + (1 - lam) * teacher"
-                                  + (" with gold one-hot (B, 5)" if task == "sst" else " (gold as float)") + ".")
-            if not j.close(f"targets_{task}", f"mixed_targets({task!r}, gold, teacher, lam={lam})", got,
-                           lam * g + (1 - lam) * teacher, hint):
-                break
+            e.put(f"targets_{task}.lam{k}", lam * g + (1 - lam) * teacher, {
+                "step10.targets_swapped": ("the weights swapped, lam * teacher + (1 - lam) * gold",
+                                           lam * teacher + (1 - lam) * g)})
     o, y = t["sst.out"], t["sst.target"]
-    got = j.got("loss_sst")
-    j.close("loss_sst", "distill_loss('sst', logits, target)", got, -(y * o.log_softmax(-1)).sum(-1).mean(), lambda: likely_mistake(got, {
-        "the mean over the 5 classes instead of the sum": lambda: -(y * o.log_softmax(-1)).mean(),
-        "cross-entropy with the target's argmax (hard labels)": lambda: F.cross_entropy(o, y.argmax(-1)),
-        "the sum over the batch instead of the mean": lambda: -(y * o.log_softmax(-1)).sum(),
-    }, "Soft cross-entropy: -sum_c target_c * log_softmax(logits)_c per row, then the mean over the rows."))
+    e.put("loss_sst.y", -(y * o.log_softmax(-1)).sum(-1).mean(), {
+        "step10.mean_over_classes": ("the mean over the 5 classes instead of the sum", -(y * o.log_softmax(-1)).mean()),
+        "step10.hard_labels": ("cross-entropy with the target's argmax (hard labels)", F.cross_entropy(o, y.argmax(-1))),
+        "step10.sum_over_batch": ("the sum over the batch instead of the mean", -(y * o.log_softmax(-1)).sum())})
     o, y = t["quora.out"], t["quora.target"]
-    got = j.got("loss_quora")
-    j.close("loss_quora", "distill_loss('quora', logits, target)", got, F.binary_cross_entropy_with_logits(o, y),
-            lambda: likely_mistake(got, {"the target rounded to 0/1": lambda: F.binary_cross_entropy_with_logits(o, y.round()),
-                                 "the squared error between sigmoid(logit) and the target":
-                                     lambda: (torch.sigmoid(o) - y).pow(2).mean()},
-                           "Binary cross-entropy with logits against the soft probability target."))
+    e.put("loss_quora.y", F.binary_cross_entropy_with_logits(o, y), {
+        "step10.rounded_target": ("the target rounded to 0/1", F.binary_cross_entropy_with_logits(o, y.round())),
+        "step10.squared_error": ("the squared error between sigmoid(logit) and the target",
+                                 (torch.sigmoid(o) - y).pow(2).mean())})
     o, y = t["sts.out"], t["sts.target"]
-    got = j.got("loss_sts")
-    j.close("loss_sts", "distill_loss('sts', scores, target)", got, (o - y).pow(2).mean(), lambda: likely_mistake(got, {
-        "the sum of squared errors instead of the mean": lambda: (o - y).pow(2).sum(),
-        "the mean absolute error": lambda: (o - y).abs().mean()},
-        "Mean squared error between the predicted scores and the mixed target scores; a scalar."))
+    e.put("loss_sts.y", (o - y).pow(2).mean(), {
+        "step10.sum_squared": ("the sum of squared errors instead of the mean", (o - y).pow(2).sum()),
+        "step10.absolute_error": ("the mean absolute error", (o - y).abs().mean())})
+    return e
 
 
 # ---------------------------------------------------------------------------- step 11: GAN-BERT
@@ -314,78 +262,61 @@ def inputs_11(gen):
              "fake_f": torch.randn(7, 5, generator=gen)}, {})
 
 
-def judge_11(t, spec, j: Judge):
+def expect_11(t, spec) -> Expected:
     real, fake, labels, lab, cond = t["real"], t["fake"], t["labels"], t["labelled"].bool(), t["cond"]
     p_fake = lambda x: x.softmax(-1)[:, -1]  # noqa: E731
     ce = lambda x, y: F.cross_entropy(x[:, :K], y)  # noqa: E731
+    e = Expected()
     sup = ce(real[lab], labels[lab])
-    got = j.got("supervised")
-    j.close("supervised", "supervised_loss(logits, labels, labelled)", got, sup, lambda: likely_mistake(got, {
-        "the cross-entropy over ALL rows: keep only the rows where labelled is True": lambda: ce(real, labels),
-        "the cross-entropy over all k + 1 logits: leave out the last (fake) column":
-            lambda: F.cross_entropy(real[lab], labels[lab]),
-        "the sum over the labelled rows instead of the mean": lambda: ce(real[lab], labels[lab]) * int(lab.sum()),
-    }, "Expected the mean cross-entropy of logits[labelled, :k] against labels[labelled]."))
-    j.close("supervised_none", "supervised_loss with no labelled row", j.got("supervised_none"), torch.tensor(0.0),
-            "A batch without labelled rows has no supervised term: return a zero tensor (not 0/0 = nan).")
+    e.put("supervised.y", sup, {
+        "step11.all_rows": ("the cross-entropy over ALL rows: keep only the rows where labelled is True", ce(real, labels)),
+        "step11.fake_column": ("the cross-entropy over all k + 1 logits: leave out the last (fake) column",
+                               F.cross_entropy(real[lab], labels[lab])),
+        "step11.sum_labelled": ("the sum over the labelled rows instead of the mean",
+                                ce(real[lab], labels[lab]) * int(lab.sum()))})
+    e.put("supervised_none.y", torch.tensor(0.0))
     unsup = -torch.log(1 - p_fake(real)).mean() - torch.log(p_fake(fake)).mean()
-    got = j.got("d_unsupervised")
-    j.close("d_unsupervised", "discriminator_loss with no labelled rows", got, unsup, lambda: likely_mistake(got, {
-        "the fake term alone: the real term -log(1 - p_fake(real)) is missing": lambda: -torch.log(p_fake(fake)).mean(),
-        "the real term alone: the fake term -log p_fake(fake) is missing": lambda: -torch.log(1 - p_fake(real)).mean(),
-        "the two terms swapped: D must call real rows real and fakes fake":
-            lambda: -torch.log(p_fake(real)).mean() - torch.log(1 - p_fake(fake)).mean(),
-        "a supervised term over every real row, labelled or not": lambda: unsup + ce(real, labels),
-    }, "D's loss is -mean log(1 - p_fake(real)) - mean log p_fake(fake), p_fake = softmax(logits)[:, -1]."))
-    got = j.got("d_supervised")
-    j.close("d_supervised", "discriminator_loss with labelled rows", got, sup + unsup, lambda: likely_mistake(got, {
-        "no supervised term": lambda: unsup, "a supervised term over every row": lambda: unsup + ce(real, labels)},
-        "D's loss = supervised_loss(real_logits, labels, labelled) + the two unsupervised terms."))
+    e.put("d_unsupervised.y", unsup, {
+        "step11.d_no_real_term": ("the fake term alone: the real term -log(1 - p_fake(real)) is missing",
+                                  -torch.log(p_fake(fake)).mean()),
+        "step11.d_no_fake_term": ("the real term alone: the fake term -log p_fake(fake) is missing",
+                                  -torch.log(1 - p_fake(real)).mean()),
+        "step11.d_terms_swapped": ("the two terms swapped: D must call real rows real and fakes fake",
+                                   -torch.log(p_fake(real)).mean() - torch.log(1 - p_fake(fake)).mean()),
+        "step11.d_supervised_all_rows": ("a supervised term over every real row, labelled or not",
+                                         unsup + ce(real, labels))})
+    e.put("d_supervised.y", sup + unsup, {
+        "step11.d_no_supervised": ("no supervised term", unsup),
+        "step11.d_supervised_every_row": ("a supervised term over every row", unsup + ce(real, labels))})
     aux = ce(fake, cond)
 
-    def close_ac(name: str, what: str, base: Tensor, subtracted: str) -> None:
-        """The loss with fake_labels must be base + CE(fake_logits[:, :k], fake_labels) (D's and G's alike)."""
-        got = j.got(name)
-        j.close(name, what, got, base + aux, lambda: likely_mistake(got, {
-            "the loss without the AC-GAN term": lambda: base,
-            "the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]": lambda: base + F.cross_entropy(fake, cond),
-            subtracted: lambda: base - aux},
-            "With fake_labels, add CE(fake_logits[:, :k], fake_labels)."))
+    def ac(player: str, base: Tensor, subtracted: str) -> dict:
+        """With fake_labels the loss is base + CE(fake_logits[:, :k], fake_labels), D's and G's alike."""
+        return {f"step11.{player}_no_ac_term": ("the loss without the AC-GAN term", base),
+                f"step11.{player}_ac_all_logits": ("the AC-GAN term over all k + 1 logits: use fake_logits[:, :k]",
+                                                   base + F.cross_entropy(fake, cond)),
+                f"step11.{player}_ac_subtracted": (subtracted, base - aux)}
 
-    close_ac("d_ac", "discriminator_loss with fake_labels (AC-GAN)", sup + unsup, "the AC-GAN term subtracted")
+    e.put("d_ac.y", sup + unsup + aux, ac("d", sup + unsup, "the AC-GAN term subtracted"))
     adv = -torch.log(1 - p_fake(fake)).mean()
-    got = j.got("g_adversarial")
-    j.close("g_adversarial", "generator_loss with real features == fake features", got, adv, lambda: likely_mistake(got, {
-        "+mean log p_fake(fake), the saturating minimax form": lambda: torch.log(p_fake(fake)).mean(),
-        "-mean log p_fake(fake): G wants its fakes called REAL": lambda: -torch.log(p_fake(fake)).mean(),
-        "mean log(1 - p_fake(fake)): the sign is wrong": lambda: -adv},
-        "With identical features G's loss is its adversarial term -mean log(1 - p_fake(fake))."))
+    e.put("g_adversarial.y", adv, {
+        "step11.g_saturating": ("+mean log p_fake(fake), the saturating minimax form", torch.log(p_fake(fake)).mean()),
+        "step11.g_called_real": ("-mean log p_fake(fake): G wants its fakes called REAL", -torch.log(p_fake(fake)).mean()),
+        "step11.g_sign": ("mean log(1 - p_fake(fake)): the sign is wrong", -adv)})
     rf, ff = t["real_f"], t["fake_f"]
     fm = (rf.mean(0) - ff.mean(0)).pow(2).mean()
-    got = j.got("g_matching")
-    j.close("g_matching", "generator_loss (6 real rows, 7 fakes, 5 features)", got, adv + fm, lambda: likely_mistake(got, {
-        "the adversarial term alone: add the feature-matching term": lambda: adv,
-        "the SUM over the feature dimension: GAN-BERT averages it": lambda: adv + (rf.mean(0) - ff.mean(0)).pow(2).sum(),
-        "|difference| instead of the squared difference": lambda: adv + (rf.mean(0) - ff.mean(0)).abs().mean()},
-        "Feature matching: mean over the features of (mean real features - mean fake features)^2."))
-    close_ac("g_ac", "generator_loss with fake_labels (AC-GAN)", adv + fm,
-             "the AC-GAN term subtracted: G wants D to find the conditioning class")
-    real_grad, fake_grad = j.got("g_gradients", "real"), j.got("g_gradients", "fake")
-    if real_grad is None or fake_grad is None:
-        return
-    if j.check("g_gradients", real_grad.shape == rf.shape and float(real_grad.abs().max()) == 0.0,
-               "real_features got a gradient: the real side is a fixed target for G; use real_features.detach()"):
-        ff_ref = ff.clone().requires_grad_()
+    e.put("g_matching.y", adv + fm, {
+        "step11.g_no_matching": ("the adversarial term alone: add the feature-matching term", adv),
+        "step11.g_matching_sum": ("the SUM over the feature dimension: GAN-BERT averages it",
+                                  adv + (rf.mean(0) - ff.mean(0)).pow(2).sum()),
+        "step11.g_matching_abs": ("|difference| instead of the squared difference", adv + (rf.mean(0) - ff.mean(0)).abs().mean())})
+    e.put("g_ac.y", adv + fm + aux, ac("g", adv + fm, "the AC-GAN term subtracted: G wants D to find the conditioning class"))
+    ff_ref = ff.clone().requires_grad_()
+    with torch.enable_grad():
         (rf.mean(0) - ff_ref.mean(0)).pow(2).mean().backward()
-        j.close("g_gradients", "the gradient of generator_loss with respect to fake_features", fake_grad, ff_ref.grad,
-                "The fake features must get the feature-matching gradient.")
+    e.put("g_gradients.fake", ff_ref.grad)
+    return e
 
 
-STEPS = {6: (inputs_6, judge_6, [c["name"] for c in adamw_cases(torch.Generator().manual_seed(0))]),
-         7: (inputs_7, judge_7, ["mean", "poisoned", "empty_row", "head_cls", "head_mean", "head_pooler"]),
-         8: (inputs_8, judge_8, ["pair_features", "cosine", "cosine_extremes", "loss_sst", "loss_quora", "loss_sts"]),
-         9: (inputs_9, judge_9, ["no_conflict", "pair", "sum", "inputs_unchanged", "order"]),
-         10: (inputs_10, judge_10, ["lambda", "targets_sst", "targets_quora", "targets_sts", "loss_sst", "loss_quora",
-                                    "loss_sts"]),
-         11: (inputs_11, judge_11, ["supervised", "supervised_none", "d_unsupervised", "d_supervised", "d_ac",
-                                    "g_adversarial", "g_matching", "g_ac", "g_gradients"])}
+PRODUCERS = {6: (inputs_6, expect_6), 7: (inputs_7, expect_7), 8: (inputs_8, expect_8), 9: (inputs_9, expect_9),
+             10: (inputs_10, expect_10), 11: (inputs_11, expect_11)}

@@ -1,14 +1,19 @@
 """The checker's comparisons: one TestResult per graded test, with a message that names the shape,
-the worst element and what to check. Only torch: the checker never imports student code."""
+the worst element and what to check. Only torch: the checker never imports student code.
+
+What a step is compared with arrives as tensors (`Expected`): the reference outputs and the outputs of
+each known mistake, made by the instructors' producers (course/checks_*.py) on fresh secret inputs, or
+read from the release's stored public checks (course/public/). Nothing here computes a reference.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 Tensor = torch.Tensor
 ATOL = RTOL = 1e-5
+MISTAKE = "~"  # "test.key~step01.no_scaling": the output of that known mistake for that expected tensor
 
 
 @dataclass
@@ -16,14 +21,38 @@ class TestResult:
     name: str
     outcome: str        # passed | failed | error
     message: str = ""   # why it failed: the first line is the hint
+    mistake: str | None = None  # the catalogued mistake this failure is (root causes only)
+    mistake_text: str = ""
+
+
+@dataclass
+class Expected:
+    """A step's expected tensors ("test.key"), each known mistake's output ("test.key~id") and the
+    mistakes' descriptions (id -> text)."""
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def put(self, key: str, value: Tensor, mistakes: dict[str, tuple[str, Tensor]] | None = None) -> None:
+        """mistakes: id -> (description, that mistake's output for the same inputs)."""
+        self.tensors[key] = value.detach()
+        for mid, (text, wrong) in (mistakes or {}).items():
+            self.tensors[f"{key}{MISTAKE}{mid}"] = wrong.detach()
+            self.texts[mid] = text
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.tensors[key]
+
+    def mistakes(self, key: str) -> list[tuple[str, Tensor]]:
+        prefix = key + MISTAKE
+        return [(k[len(prefix):], v) for k, v in self.tensors.items() if k.startswith(prefix)]
 
 
 class Judge:
     """Collects the results of one step. `got(test, key)` is the runner's tensor, or None after
     recording the failure (the runner's exception, or a missing output)."""
 
-    def __init__(self, outputs: dict[str, Tensor], errors: dict[str, str]):
-        self.outputs, self.errors, self.results = outputs, errors, []
+    def __init__(self, outputs: dict[str, Tensor], errors: dict[str, str], expected: Expected):
+        self.outputs, self.errors, self.e, self.results = outputs, errors, expected, []
         self._failed: set[str] = set()
 
     def got(self, test: str, key: str = "y") -> Tensor | None:
@@ -37,32 +66,67 @@ class Judge:
             self.fail(test, f"the probe returned no {key!r} for this test (did the code return None?)")
         return value
 
-    def fail(self, test: str, message: str, outcome: str = "failed") -> None:
+    def fail(self, test: str, message: str, outcome: str = "failed", mistake: str | None = None) -> None:
         if test not in self._failed:
             self._failed.add(test)
-            self.results.append(TestResult(test, outcome, message))
+            # a mistake named by the verdict's own logic (no stored output) is described by its hint
+            text = (self.e.texts.get(mistake) or message.strip().split("\n")[0]) if mistake else ""
+            self.results.append(TestResult(test, outcome, message, mistake, text))
 
-    def check(self, test: str, cond: bool, message: str) -> bool:
+    def check(self, test: str, cond: bool, message: str, mistake: str | None = None) -> bool:
         if not cond:
-            self.fail(test, message)
+            self.fail(test, message, mistake=mistake)
         return cond
 
-    def close(self, test: str, what: str, got: Tensor | None, expected: Tensor,
-              hint: str | Callable[[], str] = "", atol: float = ATOL, rtol: float = RTOL) -> bool:
-        """hint may be a function: the typical-mistake candidates are computed only on a failure."""
+    def close(self, test: str, what: str, got: Tensor | None, key: str, hint: str = "", atol: float = ATOL,
+              rtol: float = RTOL, expected: Tensor | None = None, mistake: str | None = None) -> bool:
+        """got against the expected tensor `key` (or `expected`, a slice of it). On a failure the
+        first known mistake of `key` that got matches names itself; otherwise `hint` (and `mistake`)."""
         if got is None:
             return False
-        problem = difference(what, got, expected, "", atol, rtol)
+        problem = difference(what, got, self.e[key] if expected is None else expected, "", atol, rtol)
         if problem:
-            problem = difference(what, got, expected, hint() if callable(hint) else hint, atol, rtol)
-        if problem:
-            self.fail(test, problem)
+            found = self.likely_mistake(got, key)
+            if found:
+                hint, mistake = f"Your output matches {self.e.texts[found]}.", found
+            problem = difference(what, got, self.e[key] if expected is None else expected, hint, atol, rtol)
+            self.fail(test, problem, mistake=mistake)
         return not problem
 
-    def done(self, tests: list[str]) -> list[TestResult]:
-        """Every listed test that did not fail passed; results in the listed order."""
+    def likely_mistake(self, got: Tensor | None, key: str, atol: float = 1e-4, rtol: float = 1e-4) -> str | None:
+        """The id of the first known mistake of `key` whose output `got` matches, or None."""
+        for mid, wrong in self.e.mistakes(key):
+            if matches(got, wrong, atol, rtol):
+                return mid
+        return None
+
+    def done(self, tests: list[str], depends: dict[str, list[str]] | None = None) -> list[TestResult]:
+        """Every listed test that did not fail passed; results in the listed order. One root cause,
+        one hint: a failed test that depends (directly or not) on a failed test says so instead of
+        guessing a mistake of its own; it still fails, so scoring is unchanged."""
         by_name = {r.name: r for r in self.results}
-        return [by_name.get(t, TestResult(t, "passed")) for t in tests]
+        results = [by_name.get(t, TestResult(t, "passed")) for t in tests]
+        failed = {r.name for r in results if r.outcome != "passed"}
+        for r in results:
+            first = next((p for p in prerequisites(r.name, depends or {}) if p in failed), None)
+            if r.outcome != "passed" and first is not None:
+                detail = r.message.strip()
+                r.message = (f"fix the first failure first: this test builds on {first!r}, which failed"
+                             + (f"\n{detail}" if detail else ""))
+                r.mistake, r.mistake_text = None, ""
+        return results
+
+
+def prerequisites(test: str, depends: dict[str, list[str]]) -> list[str]:
+    """The tests `test` builds on, nearest first, transitively."""
+    seen: list[str] = []
+    todo = list(depends.get(test, []))
+    while todo:
+        t = todo.pop(0)
+        if t not in seen and t != test:
+            seen.append(t)
+            todo += depends.get(t, [])
+    return seen
 
 
 def difference(what: str, got: Tensor, expected: Tensor, hint: str = "", atol: float = ATOL,
@@ -92,20 +156,7 @@ def difference(what: str, got: Tensor, expected: Tensor, hint: str = "", atol: f
     return f"{hint}\n{detail}" if hint else detail  # the hint first: the score table shows the first line
 
 
-def likely_mistake(got: Tensor | None, candidates: dict[str, Callable[[], Tensor]], default: str,
-                   atol: float = 1e-4, rtol: float = 1e-4) -> str:
-    """If `got` matches one of the typical wrong outputs, say which; otherwise `default`."""
-    for description, make in candidates.items():
-        try:
-            wrong = make()
-        except Exception:  # a candidate that cannot be computed says nothing
-            continue
-        if isinstance(got, Tensor) and got.shape == wrong.shape and torch.allclose(
-                got.detach().double(), wrong.detach().double(), atol=atol, rtol=rtol):
-            return f"Your output matches {description}."
-    return default
-
-
-def matches(got: Tensor | None, wrong: Tensor, atol: float = 1e-4) -> bool:
-    return (isinstance(got, Tensor) and got.shape == wrong.shape
-            and torch.allclose(got.double(), wrong.double(), atol=atol, rtol=1e-4))
+def matches(got: Tensor | None, wrong: Tensor | None, atol: float = 1e-4, rtol: float = 1e-4) -> bool:
+    return (isinstance(got, Tensor) and isinstance(wrong, Tensor) and got.shape == wrong.shape
+            and bool(torch.isfinite(got.double()).all())
+            and torch.allclose(got.double(), wrong.double(), atol=atol, rtol=rtol))

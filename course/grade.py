@@ -5,8 +5,9 @@ them with its own references and decides the score.
     python -m course.grade [--steps 1,2] [--json results.json] [--timeout 60] [--root DIR] [--jobs N]
                            [--seed N] [--sandbox-user USER]
 
-Per step: fresh random inputs from a secret seed drawn for this run (course/checks_*.py), a fresh
-copy of the tree's packages, a `python -I` runner (course/runner.py, course/probes.py) with limits on
+Per step: fresh random inputs from a secret seed drawn for this run and the expected outputs made
+from them (course/checks_*.py, the instructors' producers; in the student release, which has no
+producer, the stored public checks of course/public/ instead), a fresh copy of the tree's packages, a `python -I` runner (course/runner.py, course/probes.py) with limits on
 CPU time, memory and file size, its answers read back as size-capped safetensors, and then every
 process the runner left behind killed. Scoring is partial credit: points x (tests passed / tests in
 the step); a runner that crashes, exits early or times out fails the tests it did not answer.
@@ -32,18 +33,83 @@ from pathlib import Path
 
 import torch
 
-from . import checks_model, checks_tasks, wire
-from .compare import Judge, TestResult
+from . import verdicts_model, verdicts_tasks, wire
+from .compare import Expected, Judge, TestResult
 from .runner import BOOT
 from .sandbox import Sandbox
 from .steps import Step, get_steps
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKS = {**checks_model.STEPS, **checks_tasks.STEPS}
-# What decides a grade: the checker, its references, and the probes it asks the runner to run.
-CHECKER_FILES = ("checks_model.py", "checks_tasks.py", "compare.py", "grade.py", "probes.py", "reference.py",
-                 "runner.py", "sandbox.py", "steps.py", "wire.py")
+PUBLIC = Path(__file__).resolve().parent / "public"  # the release's stored public checks (make_student writes them)
+VERDICTS = {**verdicts_model.STEPS, **verdicts_tasks.STEPS}  # step -> (verdict, tests, depends)
+# What decides a grade: the checker, its references or stored tensors, and the probes the runner runs.
+CHECKER_FILES = ("checks_model.py", "checks_tasks.py", "compare.py", "grade.py", "guard.py", "probes.py",
+                 "reference.py", "runner.py", "sandbox.py", "steps.py", "verdicts_model.py", "verdicts_tasks.py",
+                 "wire.py")
 LOG_TAIL = 4000  # characters of a crashed runner's output shown to the student
+
+
+def producers() -> dict | None:
+    """The instructors' producers of inputs and expected tensors (course/checks_*.py), step -> (inputs,
+    expect); None in the student release, which ships only their stored outputs (course/public/)."""
+    try:
+        from . import checks_model, checks_tasks
+    except ImportError:
+        return None
+    return {**checks_model.PRODUCERS, **checks_tasks.PRODUCERS}
+
+
+@dataclass
+class Material:
+    """What one step is graded with: the probe's inputs, and what its outputs are compared with."""
+    tensors: dict
+    spec: dict
+    expected: Expected
+    seed: int
+
+
+def live_material(step: int, seed: int) -> Material:
+    found = producers()
+    if found is None:
+        raise LookupError("this tree has no producers (course/checks_*.py): it is a student release, which grades on "
+                          "its stored public checks")
+    make, expect = found[step]
+    tensors, spec = make(torch.Generator().manual_seed(step_seed(seed, step)))
+    return Material(tensors, spec, expect(tensors, spec), seed)
+
+
+def stored_material(step: int, folder: Path = PUBLIC) -> Material:
+    path = folder / f"step{step:02d}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the stored public check of step {step} is missing (make_student writes it)")
+    tensors, meta = wire.load(path, max_bytes=2**28)
+    inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
+    expected = Expected({k[3:]: v for k, v in tensors.items() if k.startswith("ex.")}, json.loads(meta["texts"]))
+    return Material(inputs, json.loads(meta["spec"]), expected, int(meta["seed"]))
+
+
+def write_public(folder: Path, steps: list[int], seed: int) -> list[Path]:
+    """The release's stored public checks: per step the probe's inputs, the expected outputs and each
+    known mistake's outputs on the public seed, so that the release grades itself without producers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n in steps:
+        m = live_material(n, seed)
+        tensors = {**{"in." + k: v for k, v in m.tensors.items()}, **{"ex." + k: v for k, v in m.expected.tensors.items()}}
+        path = folder / f"step{n:02d}.safetensors"
+        wire.save(path, tensors, {"spec": json.dumps(m.spec), "texts": json.dumps(m.expected.texts), "seed": str(seed),
+                                  "step": str(n)})
+        written.append(path)
+    return written
+
+
+def material_source(source: str = "auto") -> str:
+    """live (fresh inputs, the producers' references) where the producers are, else stored."""
+    if source == "auto":
+        return "live" if producers() is not None else "stored"
+    if source not in ("live", "stored"):
+        raise ValueError(f"source must be auto, live or stored, not {source!r}")
+    return source
 
 
 @dataclass
@@ -53,6 +119,7 @@ class StepResult:
     tests: list[TestResult] = field(default_factory=list)
     log: str = ""                    # what went wrong outside the tests (a crash, a timeout)
     seconds: float = 0.0
+    answer: tuple[dict, dict] | None = None  # the runner's (outputs, errors), kept for re-judging
 
     @property
     def passed(self) -> int:
@@ -83,10 +150,12 @@ class StepResult:
 
 
 def grader_version() -> str:
-    """sha256 of the checker and its references: results.json records it, so a regrade can tell."""
+    """sha256 of the checker, its references or stored checks: results.json records it, so a regrade can tell."""
     h = hashlib.sha256()
-    for name in CHECKER_FILES:
-        h.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes())
+    here = Path(__file__).parent
+    for path in [here / name for name in CHECKER_FILES] + sorted(PUBLIC.glob("*.safetensors")):
+        if path.is_file():  # the release has no producers and no references
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -94,16 +163,11 @@ def step_seed(seed: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:8], "little") >> 1
 
 
-def step_inputs(step: int, seed: int) -> tuple[dict, dict]:
-    make, _, _ = CHECKS[step]
-    return make(torch.Generator().manual_seed(step_seed(seed, step)))
-
-
-def judge(step: int, tensors: dict, spec: dict, outputs: dict, errors: dict) -> list[TestResult]:
-    _, verdict, tests = CHECKS[step]
-    j = Judge(outputs, errors)
-    verdict(tensors, spec, j)
-    return j.done(tests)
+def judge(step: int, material: Material, outputs: dict, errors: dict) -> list[TestResult]:
+    verdict, tests, depends = VERDICTS[step]
+    j = Judge(outputs, errors, material.expected)
+    verdict(material.tensors, material.spec, j)
+    return j.done(tests, depends)
 
 
 def step_env(home: Path) -> dict[str, str]:
@@ -141,9 +205,10 @@ def read_answer(path: Path) -> tuple[dict, dict]:
     return tensors, {str(k): str(v)[:2000] for k, v in errors.items()}
 
 
-def run_step(step: Step, root: Path, seed: int, timeout: float = 60, sandbox_user: str | None = None) -> StepResult:
-    tensors, spec = step_inputs(step.number, seed)
-    tests = CHECKS[step.number][2]
+def run_step(step: Step, root: Path, material: Material, timeout: float = 60,
+             sandbox_user: str | None = None) -> StepResult:
+    tensors, spec = material.tensors, material.spec
+    tests = VERDICTS[step.number][1]
     sandbox = Sandbox(sandbox_user, cpu_seconds=int(timeout) + 5)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"grade-step{step.number}-") as tmp:
@@ -184,8 +249,8 @@ def run_step(step: Step, root: Path, seed: int, timeout: float = 60, sandbox_use
     if answered is None:
         first = f"crashed: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}"
         return StepResult(step, "crashed", [TestResult(t, "error", first) for t in tests], f"{first}\n{tail}", seconds)
-    results = judge(step.number, tensors, spec, *answered)
-    result = StepResult(step, "failed", results, seconds=seconds)
+    results = judge(step.number, material, *answered)
+    result = StepResult(step, "failed", results, seconds=seconds, answer=answered)
     if result.passed == len(results):
         result.status = "passed"
     elif result.passed:
@@ -194,8 +259,13 @@ def run_step(step: Step, root: Path, seed: int, timeout: float = 60, sandbox_use
 
 
 def grade(root: str | Path = REPO, steps: list[int] | None = None, timeout: float = 60, jobs: int = 1,
-          seed: int | None = None, sandbox_user: str | None = None) -> list[StepResult]:
+          seed: int | None = None, sandbox_user: str | None = None, source: str = "auto") -> list[StepResult]:
+    """source: live (fresh inputs from `seed`, or a secret one; the instructors' trees and Gradescope),
+    stored (the release's public checks, on their public seed) or auto (live where the producers are)."""
     root = Path(root).resolve()
+    source = material_source(source)
+    if source == "stored" and seed is not None:
+        raise ValueError("a student release grades on its stored public inputs: it takes no --seed")
     seed = secrets.randbits(62) if seed is None else seed
     table = get_steps(steps)
     version = grader_version()
@@ -203,21 +273,29 @@ def grade(root: str | Path = REPO, steps: list[int] | None = None, timeout: floa
     def one(step: Step) -> StepResult:
         if grader_version() != version:  # nothing should write the checker: refuse to go on if it changed
             raise RuntimeError("the grader's own files changed during grading")
-        return run_step(step, root, seed, timeout, sandbox_user)
+        try:
+            material = live_material(step.number, seed) if source == "live" else stored_material(step.number)
+        except FileNotFoundError as e:  # a missing checkpoint or stored check: the grader's set-up, not the student
+            message = f"grader setup: {e}"
+            return StepResult(step, "crashed", [TestResult(t, "error", message) for t in VERDICTS[step.number][1]],
+                              message)
+        grade.last_seed = material.seed  # type: ignore[attr-defined]
+        return run_step(step, root, material, timeout, sandbox_user)
     # Killing every process of the runner user after a step would kill a parallel step's runner too.
     with ThreadPoolExecutor(max_workers=1 if sandbox_user else max(1, jobs)) as pool:
+        grade.last_seed = seed  # type: ignore[attr-defined]
         results = list(pool.map(one, table))
-    grade.last_seed = seed  # type: ignore[attr-defined]
     return results
 
 
-def check_inline(step: int, seed: int = 0, raise_errors: bool = False) -> list[TestResult]:
-    """One step's probe and verdict in this process, for debugging (tests/graded, pdb): no isolation."""
+def check_inline(step: int, seed: int = 0, raise_errors: bool = False, source: str = "auto") -> list[TestResult]:
+    """One step's probe and verdict in this process, for debugging (tests/graded, pdb): no isolation.
+    Live on `seed` where the producers are, else on the release's stored public checks."""
     from .probes import run_probe
-    tensors, spec = step_inputs(step, seed)
-    out = run_probe(step, {k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(spec)),
+    material = live_material(step, seed) if material_source(source) == "live" else stored_material(step)
+    out = run_probe(step, {k: v.clone() for k, v in material.tensors.items()}, json.loads(json.dumps(material.spec)),
                     Path(tempfile.mkdtemp(prefix=f"probe-step{step}-")), raise_errors=raise_errors)
-    return judge(step, tensors, spec, out.tensors, out.errors)
+    return judge(step, material, out.tensors, out.errors)
 
 
 def gradescope_json(results: list[StepResult], seconds: float, seed: int | None = None) -> dict:
@@ -233,7 +311,11 @@ def gradescope_json(results: list[StepResult], seconds: float, seed: int | None 
         "tests": [{"name": f"Step {r.step.number}: {r.step.name}", "number": str(r.step.number),
                    "score": r.score, "max_score": r.step.points,
                    "status": "passed" if r.status == "passed" else "failed",
-                   "output": r.output(), "visibility": "visible"} for r in results],
+                   "output": r.output(), "visibility": "visible",
+                   # the root-cause mistakes of the failed tests, by id (course/report.py counts them)
+                   "extra_data": {"step": r.step.number, "mistakes": [
+                       {"id": t.mistake, "text": t.mistake_text} for t in r.tests if t.mistake]}}
+                  for r in results],
     }
 
 

@@ -1,14 +1,16 @@
-"""Generate the student scaffold: a copy of the repository with every solution fence removed.
+"""Generate the student release: the files of course/manifest.py's RELEASE with every solution
+fence removed, plus the stored public checks and the student README.
 
     python -m course.make_student OUT_DIR [--force] [--root SRC] [--gradescope autograder.zip]
 
 In every *.py file, the lines from `# BEGIN SOLUTION` to `# END SOLUTION` (each marker alone on its
 line) become `raise NotImplementedError("step N: ...")` at the fence's indentation; signatures and
 docstrings sit outside the fences and are kept. Nested or unclosed fences and a stray END are errors
-naming file:line. What is copied: the files git knows (tracked, plus untracked files git does not
-ignore), or a directory walk without caches and outputs; minus instructor-only files (EXCLUDE).
-The course grader (course/) and tests/make_fixtures.py are kept: students grade themselves locally,
-and the fixtures script only needs transformers to regenerate what is already stored.
+naming file:line. What is copied: of the files git knows (tracked, plus untracked files git does not
+ignore; outside git, a directory walk without caches and outputs), exactly those the manifest's
+RELEASE names. The release grades itself on course/public/, the probes' inputs and the expected
+outputs (and each known mistake's outputs) made here by the instructors' producers on a fixed public
+seed: the producers and the references stay out of it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import manifest
+from .grade import write_public
 from .gradescope import write_gradescope_zip
 from .steps import STEPS, fence_label
 
@@ -28,9 +32,7 @@ BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:[ \t:].*)?)$")
 END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
-# Instructor-only: the grader suites hold complete alternative solutions (tests/grader_cases.py).
-EXCLUDE = {"tests/test_course.py", "docs/TEACHING.md", "tests/grader_cases.py", "tests/test_graded_mistakes.py",
-           "tests/test_grader_security.py"}
+PUBLIC_SEED = 20261207  # the release's public checks: fixed, so every student sees the same inputs
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
              "out", "build", "dist", "student", ".whl"}
 
@@ -99,8 +101,8 @@ def strip_solutions(text: str, path: str) -> tuple[str, list[Fence]]:
     return "".join(lines), fences
 
 
-def source_files(root: Path) -> list[str]:
-    """Repository-relative paths to copy: git's view of the tree when `root` is a git work tree."""
+def known_files(root: Path) -> list[str]:
+    """Repository-relative paths of the tree: git's view of it when `root` is a git work tree."""
     try:
         top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -114,7 +116,12 @@ def source_files(root: Path) -> list[str]:
     else:
         paths = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not any(
                  d in SKIP_DIRS or d.endswith(".egg-info") for d in p.relative_to(root).parts[:-1])]
-    return sorted(p for p in set(paths) if p not in EXCLUDE and not p.endswith(".pyc"))
+    return sorted(p for p in set(paths) if not p.endswith(".pyc"))
+
+
+def source_files(root: Path) -> list[str]:
+    """The files of the release: those of the tree that the manifest's RELEASE names."""
+    return manifest.release_files(known_files(root))
 
 
 def make_student(root: str | Path, out: str | Path, force: bool = False) -> list[Fence]:
@@ -149,10 +156,29 @@ def make_student(root: str | Path, out: str | Path, force: bool = False) -> list
             dest.write_text(stripped[rel], encoding="utf-8")
         else:
             shutil.copy2(root / rel, dest)
-    if (out / "README.md").exists():
-        (out / "README.md").rename(out / "PROJECT.md")
+    write_public(out / "course" / "public", [s.number for s in STEPS], PUBLIC_SEED)
+    if (root / "README.md").is_file():
+        shutil.copy2(root / "README.md", out / "PROJECT.md")
+    if (root / "requirements.txt").is_file():
+        (out / "requirements.txt").write_text(student_requirements((root / "requirements.txt").read_text()))
     (out / "README.md").write_text(student_readme(fences, (out / "PROJECT.md").exists()), encoding="utf-8")
     return fences
+
+
+def student_requirements(text: str) -> str:
+    """requirements.txt without the test-only reference libraries (and their comments)."""
+    keep, comments = [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            comments.append(line)
+            continue
+        name = re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower()
+        if name in manifest.REFERENCE_LIBRARIES:
+            comments = []
+            continue
+        keep += comments + [line]
+        comments = []
+    return "\n".join(keep).strip() + "\n"
 
 
 def student_readme(fences: list[Fence], has_project_readme: bool) -> str:

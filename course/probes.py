@@ -13,20 +13,24 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .guard import refuse_shortcuts
+
 Tensor = torch.Tensor
 
 
 class Outputs:
-    """Collects each named test's tensors ("test.key") and each failed test's exception line."""
+    """Collects each named test's tensors ("test.key") and each failed test's exception line. Each
+    test runs under the step's shortcut guard (course/guard.py): a library call that does the step
+    wholesale fails the test with the rule."""
 
-    def __init__(self, raise_errors: bool = False):
-        self.raise_errors = raise_errors
+    def __init__(self, step: int, raise_errors: bool = False):
+        self.step, self.raise_errors = step, raise_errors
         self.tensors: dict[str, Tensor] = {}
         self.errors: dict[str, str] = {}
 
     def run(self, test: str, fn: Callable[[], dict]) -> None:
         try:
-            with torch.no_grad():
+            with torch.no_grad(), refuse_shortcuts(self.step):
                 got = fn()
             for key, value in got.items():
                 if not isinstance(value, Tensor):
@@ -100,13 +104,12 @@ def write_checkpoint(directory: Path, spec: dict, weights: dict[str, Tensor]) ->
 def probe_1(t, spec, out, scratch):
     from minbert.attention import extended_attention_mask
     model = build_model(spec, t)
-    layer = model.layers[0]
-    attn, q, k, v, am = layer.attn, t["q"], t["k"], t["v"], t["attention_mask"]
+    attn, q, k, v, am = model.layers[0].attn, t["q"], t["k"], t["v"], t["attention_mask"]
     out.run("mask", lambda: {"f32": extended_attention_mask(am, torch.float32),
                              "f16": extended_attention_mask(am, torch.float16)})
     out.run("no_mask", lambda: {"y": attn.attention(q, k, v, None)})
     out.run("padding", lambda: {"y": attn.attention(q, k, v, t["additive"])})
-    out.run("block", lambda: {"y": layer.ln1(t["x"] + layer.attn(t["x"], t["additive_x"]))})
+    out.run("forward", lambda: {"y": attn(t["x"], t["additive"])})
 
     def dropout():
         attn.eval()
@@ -117,25 +120,38 @@ def probe_1(t, spec, out, scratch):
     out.run("dropout", dropout)
 
 
-def torch_attention(attn: nn.Module) -> Callable:
-    """A stand-in for SelfAttention.attention(q, k, v, mask): PyTorch's own kernel, so that step 2
-    is graded independently of step 1."""
-    def attention(q, k, v, mask):
-        p = attn.attn_dropout.p if attn.training else 0.0
-        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    return attention
+class StandInAttention(nn.Module):
+    """Stands in for SelfAttention in step 2, so that the layer is graded apart from step 1: every
+    query weighs the real keys alike (scores 0 plus the additive mask), over values x @ value. Not
+    BERT's attention, on purpose; the checker knows it. Records whether a mask arrived."""
+
+    def __init__(self, value: Tensor):
+        super().__init__()
+        self.value, self.masks = value, []
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        self.masks.append(mask is not None)
+        B, T, _ = x.shape
+        scores = torch.zeros(B, T, T, dtype=x.dtype)
+        if mask is not None:
+            scores = scores + mask[:, 0]  # (B, T, T): (B, 1, 1, T) broadcast over the queries
+        return scores.softmax(-1) @ (x @ self.value)  # (B, T, C)
 
 
 def probe_2(t, spec, out, scratch):
     model = build_model(spec, t)
     layer, x = model.layers[0], t["x"]
-    layer.attn.attention = torch_attention(layer.attn)
+    layer.attn = StandInAttention(t["stand_in.value"])
     out.run("shape", lambda: {"y": layer(x, None)})
     out.run("unpadded", lambda: {"y": layer(x[:1], None)})
-    out.run("padded", lambda: {"y": layer(x, t["additive"])})
+
+    def padded():
+        layer.attn.masks.clear()
+        y = layer(x, t["additive"])
+        return {"y": y, "mask_passed": torch.tensor(all(layer.attn.masks) and bool(layer.attn.masks))}
+    out.run("padded", padded)
 
     def dropout():
-        layer.attn.attn_dropout.p = 0.0  # only the layer's own dropout, on the residual branches
         layer.dropout = FixedDropout([t["keep1"], t["keep2"]])
         layer.train()
         return {"train": layer(x, None), **layer.dropout.record()}
@@ -303,7 +319,7 @@ PROBES = {1: probe_1, 2: probe_2, 3: probe_3, 4: probe_4, 5: probe_5, 6: probe_6
 def run_probe(step: int, tensors: dict[str, Tensor], spec: dict, scratch: Path, raise_errors: bool = False) -> Outputs:
     """raise_errors: let the first exception propagate (debugging under pytest --pdb)."""
     torch.manual_seed(0)
-    out = Outputs(raise_errors)
+    out = Outputs(step, raise_errors)
     PROBES[step](tensors, spec, out, scratch)
     return out
 

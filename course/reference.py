@@ -78,6 +78,17 @@ def self_attention(w: dict[str, Tensor], i: int, x: Tensor, mask: Tensor | None,
     return linear(w, p + "output.dense", y)
 
 
+def stand_in_attention(value: Tensor, x: Tensor, mask: Tensor | None) -> Tensor:
+    """What the step-2 probe puts in place of SelfAttention (course/probes.py, StandInAttention), so
+    that step 2 is graded apart from step 1: every query weighs the real keys alike (scores 0 plus the
+    additive mask), over values x @ value. Not BERT's attention, on purpose."""
+    B, T, _ = x.shape
+    scores = torch.zeros(B, T, T, dtype=x.dtype)
+    if mask is not None:
+        scores = scores + mask[:, 0]  # (B, T, T): (B, 1, 1, T) broadcast over the queries
+    return scores.softmax(-1) @ (x @ value)  # (B, T, C)
+
+
 def ffn(w: dict[str, Tensor], i: int, h: Tensor, act=F.gelu) -> Tensor:
     p = f"encoder.layer.{i}."
     return linear(w, p + "output.dense", act(linear(w, p + "intermediate.dense", h)))

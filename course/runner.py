@@ -30,6 +30,8 @@ def apply_limits(cpu_seconds: int, memory: int, file_size: int, processes: int) 
 
 def main(argv: list[str]) -> int:
     apply_limits(*(int(a) for a in argv[:4]))
+    from course.guard import install_import_guard
+    install_import_guard()  # before any student code: transformers cannot be imported at all
     import torch
     from course import wire
     from course.probes import run_probe

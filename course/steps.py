@@ -68,6 +68,8 @@ STEPS: list[Step] = [
          "semi-supervised GAN losses: labelled-only cross-entropy, D's real/fake terms, G's adversarial "
          "+ feature matching, the AC-GAN class terms",
          {"training/gan.py": {
+             "_log_p_fake": "(log p_fake, log(1 - p_fake)) per row from the k + 1 logits, without forming 1 - p "
+                            "(logsumexp)",
              "supervised_loss": "cross-entropy on logits[labelled, :k] (0 when no row is labelled)",
              "discriminator_loss": "supervised - mean log(1 - p_fake(real)) - mean log p_fake(fake) "
                                    "[+ CE(fake_logits[:, :k], fake_labels)]",

@@ -83,11 +83,13 @@ def test_every_fence_in_the_repository_belongs_to_a_step():
 
 
 def test_step_numbers_are_unique_and_each_has_a_probe_and_a_verdict():
-    from course.grade import CHECKS
+    from course.grade import VERDICTS, producers
     from course.probes import PROBES
     numbers = [s.number for s in STEPS]
     assert len(set(numbers)) == len(numbers), numbers
-    assert set(numbers) == set(CHECKS) == set(PROBES)
+    assert set(numbers) == set(VERDICTS) == set(PROBES) == set(producers())
+    for n, (_, tests, depends) in VERDICTS.items():  # dependencies name tests of the same step, earlier ones
+        assert all(t in tests and all(p in tests[:tests.index(t)] for p in ps) for t, ps in depends.items()), n
 
 
 def test_make_student_refuses_to_overwrite(tmp_path):
@@ -122,9 +124,8 @@ def test_scaffold_keeps_no_solution_and_no_instructor_files(scaffold):
     assert fences, "the repository has no solution fences"
     leftovers = [f"{f.path}:{f.begin}" for p in out.rglob("*.py") for f in find_fences(p.read_text(), str(p))]
     assert leftovers == []
-    from course.make_student import EXCLUDE
-    assert [p for p in EXCLUDE if (out / p).exists()] == []
-    assert {"tests/grader_cases.py", "docs/TEACHING.md"} <= EXCLUDE  # alternative solutions, instructor notes
+    for instructor_only in ("tests/grader_cases.py", "docs/TEACHING.md", "tests/test_course.py"):
+        assert not (out / instructor_only).exists()  # alternative solutions, instructor notes
     assert "python -m course.grade" in (out / "README.md").read_text()
 
 

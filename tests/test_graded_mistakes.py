@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from course.grade import grade
+from course.grade import grade, judge, stored_material, write_public
 from course.steps import STEPS
 from grader_cases import ALT_A, ALT_B, with_bodies
 
@@ -21,6 +21,7 @@ A, L, E, M, O, P, H, S, T, G, D = ("minbert/attention.py", "minbert/layer.py", "
                                    "heads/sentiment.py", "heads/similarity.py", "training/pcgrad.py",
                                    "training/gan.py", "training/distill_targets.py")
 ATT = "attention"
+SEED = 4242  # one seed for the live verdicts and the stored ones they are compared with
 
 # (step, {(file, function): body}, words the step's hint must contain)
 MISTAKES = [
@@ -28,6 +29,8 @@ MISTAKES = [
      "without the 1/sqrt(head_size) scaling"),
     (1, {(A, ATT): "return torch.softmax(q @ k.transpose(-2, -1) / self.head_size + (0 if mask is None else mask), -1) @ v"},
      "scaled by 1/head_size"),
+    (1, {(A, ATT): "return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.n_head * self.head_size) + (0 if mask is None else mask), -1) @ v"},
+     "scaled by 1/sqrt(hidden_size)"),
     (1, {(A, ATT): "return v"}, "the values v themselves"),
     (1, {(A, ATT): "return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_size), -2) @ v"},
      "softmax over the queries"),
@@ -63,6 +66,12 @@ MISTAKES = [
     (2, {(L, "forward"): """
         x = self.ln1(x + self.dropout(self.attn(x, None)))
         return self.ln2(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))"""}, "Pass the mask on"),
+    (2, {(L, "forward"): """
+        x = x + self.ln1(self.dropout(self.attn(x, mask)))
+        return x + self.ln2(self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))"""}, "LayerNorm on the branch"),
+    (2, {(L, "forward"): """
+        x = self.ln1(x + self.dropout(self.attn(x, mask)))
+        return self.ln1(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))"""}, "ln1 reused"),
     (3, {(E, "forward"): """
         types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings(torch.arange(T)) + self.token_type_embeddings(types))"""},
@@ -220,8 +229,9 @@ def rounds() -> list[list[tuple[int, dict, str]]]:
 @pytest.mark.parametrize("round_", rounds(), ids=[f"round{k}" for k in range(len(rounds()))])
 def test_each_known_mistake_loses_points_with_a_hint_that_names_it(round_, tmp_path):
     bodies = {key: body for _, mutation, _ in round_ for key, body in mutation.items()}
-    results = {r.step.number: r for r in grade(with_bodies(tmp_path / "tree", bodies),
-                                               steps=[s for s, _, _ in round_], jobs=2)}
+    steps = [s for s, _, _ in round_]
+    results = {r.step.number: r for r in grade(with_bodies(tmp_path / "tree", bodies), steps=steps, jobs=2, seed=SEED)}
+    assert_stored_verdicts_equal_live(results, tmp_path)
     problems = []
     for step, mutation, words in round_:
         r = results[step]
@@ -232,9 +242,35 @@ def test_each_known_mistake_loses_points_with_a_hint_that_names_it(round_, tmp_p
     assert not problems, "\n".join(problems)
 
 
+def assert_stored_verdicts_equal_live(results: dict, tmp_path) -> None:
+    """The release's stored public checks, written on the same seed, judge the same answers exactly
+    as the live producers did: every test's outcome, message and mistake id."""
+    public = tmp_path / "public"
+    write_public(public, sorted(results), SEED)
+    for n, r in results.items():
+        assert r.answer is not None, f"step {n} gave no answer:\n{r.output()}"
+        assert judge(n, stored_material(n, public), *r.answer) == r.tests, f"step {n}: stored and live verdicts differ"
+
+
+def test_one_root_cause_gives_one_hint(tmp_path):
+    """A 1/head_size scaling fails every attention test of step 1; only the first one guesses the
+    mistake, the tests built on it say so."""
+    body = "return torch.softmax(q @ k.transpose(-2, -1) / self.head_size + (0 if mask is None else mask), -1) @ v"
+    (r,) = grade(with_bodies(tmp_path / "tree", {(A, ATT): body}), steps=[1], seed=SEED)
+    failed = {t.name: t for t in r.tests if t.outcome != "passed"}
+    assert set(failed) == {"no_mask", "padding", "forward", "dropout"}, r.output()
+    assert "scaled by 1/head_size" in failed["no_mask"].message and failed["no_mask"].mistake == "step01.scale_head_size"
+    for name in ("padding", "forward", "dropout"):
+        assert failed[name].message.startswith("fix the first failure first"), r.output()
+        assert failed[name].mistake is None
+    assert r.score == 10 * 1 / 5  # scoring is unchanged: only the mask test passes
+
+
 @pytest.mark.parametrize("bodies", [ALT_A, ALT_B], ids=["einsum-and-formulas", "loops-and-explicit-moments"])
 def test_honest_implementations_in_another_style_get_full_marks(bodies, tmp_path):
-    results = grade(with_bodies(tmp_path / "tree", bodies), jobs=2)
+    by_step = {r.step.number: r for r in grade(with_bodies(tmp_path / "tree", bodies), jobs=2, seed=SEED)}
+    assert_stored_verdicts_equal_live(by_step, tmp_path)
+    results = list(by_step.values())
     lost = [r.output() for r in results if r.score != r.step.points]
     assert not lost, "\n\n".join(lost)
     assert sum(r.score for r in results) == sum(s.points for s in STEPS)

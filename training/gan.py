@@ -86,9 +86,12 @@ class Discriminator(nn.Module):
 
 def _log_p_fake(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p_fake, log(1 - p_fake)), each (B,), from (B, k + 1) logits without ever forming
-    1 - p (which rounds to 0 when D is confident, where the port needs its + 1e-8)."""
+    1 - p (which rounds to 0 when D is confident, where the port needs its + 1e-8). Part of step 11:
+    the losses below are written with it."""
+    # BEGIN SOLUTION
     total = torch.logsumexp(logits, dim=-1)  # (B,)
     return logits[:, -1] - total, torch.logsumexp(logits[:, :-1], dim=-1) - total
+    # END SOLUTION
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
