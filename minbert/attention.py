@@ -1,7 +1,8 @@
 """Multi-head self-attention, the heart of BERT (Vaswani et al. 2017, section 3.2).
 
 The math is written out, softmax(Q K^T / sqrt(hs) + mask) V, as in the paper. PyTorch's fused kernel
-for the same math (scaled_dot_product_attention) is one of the opt-in fast paths in fast.py.
+for the same math (scaled_dot_product_attention) is one of the opt-in fast paths in fast.py (not in
+the student release, where the model computes attention here).
 """
 from __future__ import annotations
 

@@ -2,30 +2,51 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-from . import fast
 from .attention import extended_attention_mask
 from .config import BertConfig
 from .embeddings import BertEmbeddings
 from .layer import BertLayer
 
+try:  # the fast paths; the student release leaves fast.py out (it computes steps 1 and 2 by itself)
+    from . import fast
+except ImportError:
+    fast = None
+
 
 ATTN_IMPLEMENTATIONS = ("manual", "sdpa")
+FAST_AVAILABLE = fast is not None
+_said_no_fast = False  # the fallback warns once per process, not once per model
+
+
+def _no_fast_paths() -> None:
+    global _said_no_fast
+    if not _said_no_fast:
+        _said_no_fast = True
+        warnings.warn("minbert: the fast paths (fast.py: attn_implementation='sdpa', unpad=True) are not part of "
+                      "this release (they would compute steps 1 and 2 for you); using the teaching path (manual "
+                      "attention, padded batch)", stacklevel=3)
 
 
 class BertModel(nn.Module):
     def __init__(self, config: BertConfig, attn_implementation: str = "manual", unpad: bool = False):
         """config describes the checkpoint. The two runtime switches choose how it is computed, with
         the same result: attn_implementation "manual" (the explicit math, the default) or "sdpa"
-        (PyTorch's fused kernel); unpad=True skips padded tokens. Both are fast paths (fast.py)."""
+        (PyTorch's fused kernel); unpad=True skips padded tokens. Both are fast paths (fast.py); where
+        fast.py is absent (the student release) they warn once and the model takes the teaching path,
+        and its attn_implementation and unpad then say so ("manual", False)."""
         super().__init__()
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation must be 'manual' (the explicit math) or 'sdpa' "
                              f"(PyTorch's fused kernel), got {attn_implementation!r}")
+        if fast is None and (attn_implementation != "manual" or unpad):
+            _no_fast_paths()
+            attn_implementation, unpad = "manual", False
         self.config = config
         self.attn_implementation = attn_implementation
         self.unpad = unpad
