@@ -33,6 +33,10 @@ BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:
 END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
 PUBLIC_SEED = 20261207  # the release's public checks: fixed, so every student sees the same inputs
+# Measured on the release's teaching path with every step solved (docs/results/release/README.md has the
+# commands and the raw logs).
+RELEASE_TIMES = ["What to expect on a 2-core CPU once every step is solved (measured on the release itself,",
+                 "docs of the course): see the course staff's notes."]
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
              "out", "build", "dist", "student", ".whl"}
 
@@ -92,13 +96,34 @@ def enclosing_function(lines: list[str], index: int, indent: str) -> str | None:
     return None
 
 
-def strip_solutions(text: str, path: str) -> tuple[str, list[Fence]]:
-    """`text` with each fence replaced by a raise of NotImplementedError carrying the fence's label."""
+def strip_solutions(text: str, path: str, solved: set[int] = frozenset()) -> tuple[str, list[Fence]]:
+    """`text` with each fence replaced by a raise of NotImplementedError carrying the fence's label;
+    the fences of the `solved` steps keep their code (only the marker lines go)."""
     fences = find_fences(text, path)
     lines = text.splitlines(keepends=True)
     for f in reversed(fences):  # from the bottom, so earlier line numbers stay valid
-        lines[f.begin - 1:f.end] = [f"{f.indent}raise NotImplementedError({f.label!r})\n"]
+        if f.step in solved:
+            lines[f.begin - 1:f.end] = lines[f.begin:f.end - 1]
+        else:
+            lines[f.begin - 1:f.end] = [f"{f.indent}raise NotImplementedError({f.label!r})\n"]
     return "".join(lines), fences
+
+
+def solve(root: str | Path, out: str | Path, steps: list[int] | None = None) -> list[str]:
+    """Put the solution of `steps` (all when None) into the release `out`: each graded file becomes the
+    solution's, with the other steps' fences still stubbed. For releasing the solution after the
+    deadline, and for testing a finished release. Returns the files written."""
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if not (out / "course" / "public").is_dir():
+        raise FileNotFoundError(f"{out} is not a student release (no course/public/): make it with make_student first")
+    solved = {s.number for s in STEPS} if steps is None else set(steps)
+    written = []
+    for rel in sorted({path for s in STEPS for path in s.fences}):
+        text, fences = strip_solutions((root / rel).read_text(encoding="utf-8"), rel, solved)
+        if any(f.step in solved for f in fences):
+            (out / rel).write_text(text, encoding="utf-8")
+            written.append(rel)
+    return written
 
 
 def known_files(root: Path) -> list[str]:
@@ -207,10 +232,22 @@ def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
               "Each step is graded separately, on fresh random inputs each time: points x (tests passed /",
               "tests in the step). A crash or a hang costs only that step. The failure messages say what was",
               "expected and where your output differs. Later steps build on earlier ones (step 5 runs your",
-              "whole model).", "",
+              "whole model). Here the grader judges against the stored public checks in course/public/ (fixed",
+              "inputs, the same for everyone); the course's autograder uses fresh secret inputs.", "",
+              "## This release: your code is the code that runs", "",
+              "The trainers run on what you write: your attention, your layer, your AdamW. The project's fast",
+              "paths (PyTorch's fused attention, skipping padded tokens, a fused AdamW kernel) would compute",
+              "those steps for you, so this release leaves them out, and its defaults are",
+              "`--attn manual --no-unpad --adamw graded`. Asking for a fast path (`--attn sdpa`, `--unpad`,",
+              "`--adamw fused`) falls back to your code and says so once.", "",
+              *RELEASE_TIMES, "",
               "## Rules", "",
               "- Write code only where a step raises NotImplementedError; do not edit tests/ or course/.",
               "- Do not import transformers (or copy its code) in minbert/: the point is to write it yourself.",
+              "- No library call that does a step for you: while a step is graded, F.scaled_dot_product_attention",
+              "  and nn.MultiheadAttention (step 1), torch.optim.Adam/AdamW and their kernels (step 6), and",
+              "  transformers (every step) raise an error that fails the test. torch.softmax, torch.matmul, F.linear",
+              "  and the like are fine.",
               "- Your own work: discuss ideas, but do not share code.", ""]
     if has_project_readme:
         parts += ["The project's own overview is in PROJECT.md.", ""]
@@ -223,7 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="replace OUT if it exists")
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="source tree")
     ap.add_argument("--gradescope", type=Path, metavar="ZIP", help="also write a Gradescope autograder zip")
+    ap.add_argument("--solve", action="store_true", help="put the solution into the existing release OUT instead "
+                    "(after the deadline): every step, or those of --steps")
+    ap.add_argument("--steps", help="with --solve: comma-separated steps to solve (default: all)")
     args = ap.parse_args(argv)
+    if args.solve:
+        try:
+            steps = [int(n) for n in args.steps.split(",")] if args.steps else None
+            written = solve(args.root, args.out, steps)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print("\n".join(f"solved: {rel}" for rel in written) or "nothing to solve")
+        return 0
     try:
         fences = make_student(args.root, args.out, force=args.force)
     except (FenceError, FileExistsError, ValueError) as e:

@@ -7,11 +7,24 @@ marks; each known mistake must lose points in its step with a hint that names it
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
+import json
+import os
+import pwd
 import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
+import zipfile
 from pathlib import Path
 
-from course.make_student import find_fences
+from course.autograder import editable_files
+from course.gradescope import write_gradescope_zip
+from course.make_student import find_fences, make_student
+from course.sandbox import RUNNER_USER, ensure_runner_user, user_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("minbert", "heads", "training", "course", "data")
@@ -40,6 +53,72 @@ def with_bodies(dest: Path, bodies: dict[tuple[str, str], str], source: Path = R
     for path, functions in by_file.items():
         (dest / path).write_text(replace_fences((dest / path).read_text(), path, functions))
     return dest
+
+
+# ------------------------------------------------------------------ the Gradescope layout
+
+@functools.cache
+def staged_python() -> Path:
+    """An interpreter the runner user can reach wherever this clone lives (tests/staging.py), once per
+    test process."""
+    from staging import stage_python
+    dest = Path(tempfile.mkdtemp(prefix="minbert-python-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    return stage_python(dest)
+
+
+def build_autograder(base: Path) -> Path:
+    """make_student --gradescope, unzipped: base/source (setup.sh, run_autograder, scaffold/, checker/).
+    Root only (the privilege drop): fails, not skips, without it."""
+    assert os.geteuid() == 0, "the grader suites in the Gradescope layout need root: they test the privilege drop"
+    ensure_runner_user(RUNNER_USER)
+    make_student(ROOT, base / "scaffold")
+    write_gradescope_zip(base / "scaffold", editable_files(), base / "autograder.zip")
+    with zipfile.ZipFile(base / "autograder.zip") as z:
+        z.extractall(base / "source")
+    for script in ("run_autograder", "setup.sh"):
+        (base / "source" / script).chmod(0o755)
+    return base / "source"
+
+
+def tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def run_gradescope(source: Path, tmp: Path, files: dict[str, str], *args: str) -> dict:
+    """Grade `files` as a Gradescope submission with the staged interpreter; checks that nothing
+    outlived or changed the grading, and that nothing was planted where Python looks."""
+    ag = tmp / "ag"
+    shutil.copytree(source, ag / "source")
+    for rel, text in files.items():
+        (ag / "submission" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ag / "submission" / rel).write_text(text)
+    before = tree_hash(ag / "source")
+    python = staged_python()
+    env = {"AUTOGRADER_ROOT": str(ag), "HOME": str(tmp), "LANG": "C.UTF-8", "PYTHON": str(python),
+           "PATH": f"{python.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["bash", str(ag / "source" / "run_autograder"), *args], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    left = user_processes(pwd.getpwnam(RUNNER_USER).pw_uid)
+    assert not left, f"processes of {RUNNER_USER} outlived the grading: {left}"
+    assert tree_hash(ag / "source") == before, "the autograder's source folder was changed during grading"
+    site = {Path(p) for p in sys.path if p.endswith("site-packages")}
+    site |= set(python.parent.parent.glob("lib/python*/site-packages"))
+    planted = [p / name for p in site for name in ("sitecustomize.py", "zz_minbert_cheat.pth")
+               if (p / name).exists() and "cheating" in (p / name).read_text()]
+    for p in planted:
+        p.unlink()
+    assert not planted, f"a submission planted {planted}"
+    return json.loads((ag / "results" / "results.json").read_text())
+
+
+def solution_files() -> dict[str, str]:
+    return {rel: (ROOT / rel).read_text() for rel in editable_files()}
 
 
 # ------------------------------------------------------------------ honest, in another style

@@ -9,26 +9,14 @@ other grader suites: `pytest -m grader`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from course.autograder import editable_files
-from course.gradescope import write_gradescope_zip
-from course.make_student import make_student
-from course.sandbox import RUNNER_USER, ensure_runner_user, user_processes
-from grader_cases import ROOT, replace_fences
+from grader_cases import ROOT, build_autograder, replace_fences, run_gradescope, solution_files
 
 pytestmark = pytest.mark.grader
 PCGRAD = "training/pcgrad.py"
-SITE = [Path(p) for p in sys.path if p.endswith("site-packages")]
 
 FIND_AUTOGRADER = '''
 def _autograder_roots():
@@ -105,57 +93,14 @@ CHEATS = {
 }
 
 
-def tree_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts:
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def autograder(tmp_path_factory) -> Path:
     """The unzipped autograder (source/); the runner user exists (root needed: fails, not skips)."""
-    assert os.geteuid() == 0, "the grader security suite needs root: it tests the privilege drop"
-    ensure_runner_user(RUNNER_USER)
-    base = tmp_path_factory.mktemp("gradescope")
-    make_student(ROOT, base / "scaffold")
-    write_gradescope_zip(base / "scaffold", editable_files(), base / "autograder.zip")
-    with zipfile.ZipFile(base / "autograder.zip") as z:
-        z.extractall(base / "source")
-    for script in ("run_autograder", "setup.sh"):
-        (base / "source" / script).chmod(0o755)
-    return base / "source"
-
-
-def solution_files() -> dict[str, str]:
-    return {rel: (ROOT / rel).read_text() for rel in editable_files()}
+    return build_autograder(tmp_path_factory.mktemp("gradescope"))
 
 
 def run_autograder(source: Path, tmp: Path, files: dict[str, str], *args: str) -> dict:
-    """Grade `files` as a Gradescope submission; checks that nothing outlived or changed the grading."""
-    ag = tmp / "ag"
-    shutil.copytree(source, ag / "source")
-    for rel, text in files.items():
-        (ag / "submission" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ag / "submission" / rel).write_text(text)
-    before = tree_hash(ag / "source")
-    env = {"AUTOGRADER_ROOT": str(ag), "HOME": str(tmp), "LANG": "C.UTF-8",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(["bash", str(ag / "source" / "run_autograder"), *args], env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import pwd
-    left = user_processes(pwd.getpwnam(RUNNER_USER).pw_uid)
-    assert not left, f"processes of {RUNNER_USER} outlived the grading: {left}"
-    assert tree_hash(ag / "source") == before, "the autograder's source folder was changed during grading"
-    planted = [p / name for p in SITE for name in ("sitecustomize.py", "zz_minbert_cheat.pth")
-               if (p / name).exists() and "cheating" in (p / name).read_text()]
-    for p in planted:
-        p.unlink()
-    assert not planted, f"a submission planted {planted}"
-    return json.loads((ag / "results" / "results.json").read_text())
+    return run_gradescope(source, tmp, files, *args)
 
 
 def scores(results: dict) -> dict[int, float]:
@@ -195,3 +140,31 @@ def test_an_honest_submission_gets_full_marks_in_the_gradescope_layout(autograde
     results = run_autograder(autograder, tmp_path, solution_files())
     assert results["score"] == results["max_score"] == 110, results["output"]
     assert len(results["extra_data"]["grader_version"]) == 16
+
+
+def test_the_runner_cannot_read_or_import_the_checker(autograder, tmp_path):
+    """On Gradescope the checker (the producers, the references) sits in source/checker, closed to the
+    runner user: a submission that loads its PCGrad reference from there earns nothing."""
+    assert (autograder / "checker" / "course" / "checks_tasks.py").is_file()
+    files = solution_files()
+    files[PCGRAD] = replace_fences(files[PCGRAD], PCGRAD, {"project_conflicting": FIND_AUTOGRADER + '''
+        import importlib.util, itertools
+        errors = []
+        for root in _autograder_roots():
+            where = root + "/source/checker/course/checks_tasks.py"
+            try:
+                open(where).close()
+                spec = importlib.util.spec_from_file_location("borrowed", where)
+                checks = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(checks)
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                continue
+            K = len(grads)
+            return [checks.project_in_order(grads, i, [j for j in torch.randperm(K, generator=generator).tolist()
+                                                       if j != i]).to(grads[i].dtype) for i in range(K)]
+        raise RuntimeError("; ".join(errors) or "no checker found")
+    '''})
+    results = run_autograder(autograder, tmp_path, files, "--steps", "9,10")
+    assert scores(results) == {9: 0, 10: 10}, results["output"]
+    assert "Permission denied" in results["output"], results["output"]
