@@ -228,6 +228,7 @@ def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
               "python -m course.grade --steps 1,2     # only some steps",
               "python -m pytest tests/graded -k step01            # one step, every failure in full",
               "python -m pytest tests/graded -k step01 --pdb --raise   # stop in your code at the exception",
+              "python -m course.submit                # submission.zip: your graded files (+ predictions/)",
               "```", "",
               "Each step is graded separately, on fresh random inputs each time: points x (tests passed /",
               "tests in the step). A crash or a hang costs only that step. The failure messages say what was",

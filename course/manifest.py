@@ -34,7 +34,7 @@ RELEASE = [
     # the grader's public side: the runner, the probes, the comparisons (they read stored tensors only)
     "course/__init__.py", "course/compare.py", "course/grade.py", "course/guard.py", "course/probes.py",
     "course/runner.py", "course/sandbox.py", "course/steps.py", "course/verdicts_model.py", "course/verdicts_tasks.py",
-    "course/wire.py",
+    "course/wire.py", "course/submit.py",
     # the public checks, and the unit tests that neither compute a graded function of their own nor
     # need a graded step (the data loaders, batching, download, the CPU pin), with their fixture files
     "tests/graded/*", "tests/conftest.py", "tests/cpu_guard.py", "tests/test_batching.py", "tests/test_cpu_pinned.py",
