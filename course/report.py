@@ -135,6 +135,9 @@ def summary_md(results: list[Result], broken: list[str], notes: list[str]) -> st
             "|---|---|---|---|---|---|---|"]
     stats = {n: step_stats(results, n) for n in step_numbers(results)}
     for n, s in stats.items():
+        if not s["n"]:  # a step no results file graded (a regrade of some steps only)
+            out.append(f"| {n} | {NAMES.get(n, '?')} | {s['max']:g} | 0 | - | - | - |")
+            continue
         out.append(f"| {n} | {NAMES.get(n, '?')} | {s['max']:g} | {s['n']} | {s['mean']:.2f} | {s['median']:g} | "
                    f"{100 * s['full']:.0f}% |")
     out += ["", "## Mistakes the class made", "",
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder to write the report into")
     ap.add_argument("--threshold", type=float, default=similarity.THRESHOLD,
                     help=f"pair score listed in similar.md (default {similarity.THRESHOLD:g})")
+    ap.add_argument("--max-pairs", type=int, default=100, help="pairs shown in full in similar.md (default 100)")
     ap.add_argument("--no-solution", action="store_true",
                     help="do not compare the submissions with this repository's solution")
     args = ap.parse_args(argv)
@@ -204,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_solution:
             folders["(solution)"] = similarity.REPO  # a copy of a leaked solution shows up as a pair with it
         pairs, subs = similarity.similarity(folders)
-        (args.out / "similar.md").write_text(similarity.similar_md(pairs, subs, args.threshold), encoding="utf-8")
+        text = similarity.similar_md(pairs, subs, args.threshold, max_pairs=args.max_pairs)
+        (args.out / "similar.md").write_text(text, encoding="utf-8")
         flagged = sum(p.score >= args.threshold for p in pairs)
         notes.append(f"similar.md: {flagged} of {len(pairs)} pairs at or above {args.threshold:g}.")
     else:

@@ -18,8 +18,9 @@ Two versions of a function are compared by the Jaccard index of their sets of to
 pair's score is the mean of its functions' Jaccard indices weighted by how much code each function
 leaves to the student: the token count of the solution's fenced body after the same normalisation
 (the one-line `pair_features` weighs 30, the AdamW update 113, of about 1,000 in all, so code
-the stub forces cannot make everyone look alike). Functions that neither submission wrote are left out of the pair's mean.
-The threshold was chosen on tests/similarity_cases (docs/report-section.md has the measurement).
+the stub forces cannot make everyone look alike). Functions that neither submission wrote are left
+out of the pair's mean. The threshold was chosen on tests/similarity_cases: between the highest
+honest pair and the lowest disguised copy, nearer the copies (docs/report-section.md).
 """
 from __future__ import annotations
 
@@ -335,15 +336,21 @@ def side_by_side(left: str, right: str, width: int = 60) -> list[str]:
     return [f"{cut(x):<{width}} | {cut(y)}" for x, y in zip(a + [""] * (len(b) - len(a)), b + [""] * (len(a) - len(b)))]
 
 
-def similar_md(pairs: list[Pair], subs: dict[str, dict], threshold: float = THRESHOLD, shown: int = 3) -> str:
-    """similar.md: the pairs at or above the threshold, each with its most similar functions side by side."""
+def similar_md(pairs: list[Pair], subs: dict[str, dict], threshold: float = THRESHOLD, shown: int = 3,
+               max_pairs: int = 100) -> str:
+    """similar.md: the pairs at or above the threshold (the `max_pairs` highest), each with its `shown`
+    most similar functions side by side."""
     above = [p for p in pairs if p.score >= threshold]
+    hidden, above = above[max_pairs:], above[:max_pairs]
     out = ["# Overly similar submissions", "",
            f"{len(above)} of {len(pairs)} pairs score at least {threshold:g} (weighted k-gram Jaccard, k={K}; "
            "course/similarity.py says how). A high score is a reason to look, not a verdict.", ""]
     if pairs:
         out += [f"Highest pair score: {pairs[0].score:.2f}; median pair score: "
                 f"{sorted(p.score for p in pairs)[len(pairs) // 2]:.2f}.", ""]
+    if hidden:
+        out += [f"Only the {max_pairs} highest are shown; {len(hidden)} more pairs score at least {threshold:g}, "
+                f"down to {hidden[-1].score:.2f} (a higher --threshold, or --max-pairs, shows others).", ""]
     for p in above:
         out += [f"## {p.a} and {p.b}: {p.score:.2f}", "",
                 "| function | similarity |", "|---|---|"]
