@@ -22,7 +22,7 @@ import torch
 
 from .config import BertConfig
 from .hub import resolve
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import DiskFullError, load_safetensors, save_safetensors
 
 
 class CheckpointError(ValueError):
@@ -163,9 +163,16 @@ def save_model(model, directory: str | os.PathLike) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_safetensors(minbert_to_hf(state, model.config), d / "model.safetensors", metadata={"format": "pt"})
     # config.json last and atomically, so a directory with a config always has its weights.
+    text = json.dumps(model.config.to_dict(), indent=2)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".config.json.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(model.config.to_dict(), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, d / "config.json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / "config.json")
+    except BaseException as e:  # a full disk: no half-written config left behind (nor a stray temp file)
+        os.unlink(tmp)
+        if DiskFullError.is_full(e):
+            raise DiskFullError(d / "config.json", len(text.encode("utf-8")), e.errno) from None
+        raise

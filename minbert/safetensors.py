@@ -21,10 +21,12 @@ there is exactly one valid reading of every accepted file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import secrets
+import shutil
 import sys
 
 import torch
@@ -40,6 +42,39 @@ DTYPES: dict[str, torch.dtype] = {
 _NAMES = {dt: name for name, dt in DTYPES.items()}
 MAX_HEADER_BYTES = 100_000_000   # the reference refuses larger headers too: a DoS guard, not a real limit
 _ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
+
+
+class DiskFullError(OSError):
+    """A file could not be written because its disk (or the user's quota) is full. The message names
+    the path, the space the file needs and what is free, and the fix; nothing partial is left behind."""
+
+    def __init__(self, path: str | os.PathLike, needed: int, code: int = errno.ENOSPC):
+        self.path, self.needed = os.fspath(path), needed
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            self.free: int | None = shutil.disk_usage(folder).free
+        except OSError:
+            self.free = None
+        why = "the disk quota is exceeded" if code == errno.EDQUOT else "no space left on the disk"
+        free = f"{_mb(self.free)} free there" if self.free is not None else "its free space is unknown"
+        super().__init__(code, f"{self.path}: {why}: writing it needs {_mb(needed)}, {free}. Nothing was "
+                               f"written (the partial file was removed; a file that was already there is unchanged). "
+                               f"Free at least {_mb(max(needed - (self.free or 0), 1))} on the disk of {folder}, "
+                               f"or write to a folder on a disk with more space")
+
+    def __str__(self) -> str:  # OSError's own str would prefix "[Errno 28] "
+        return self.strerror
+
+    def __reduce__(self):  # pickle (multiprocessing) with this constructor's arguments, not OSError's
+        return DiskFullError, (self.path, self.needed, self.errno)
+
+    @staticmethod
+    def is_full(e: BaseException) -> bool:
+        return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 / 10 else f"{n} bytes"
 
 
 def _short(x: object) -> str:
@@ -253,12 +288,20 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
         pos += data.nbytes
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
+    needed = 8 + len(raw) + pos
 
     # Atomic write: a crash leaves either the old file or the new one, never half of one.
     # os.open honours the umask (tempfile would force 0600) and O_EXCL refuses to clobber anything.
+    # A full disk (Colab, shared drives) fails a write, the flush or the fsync with ENOSPC: the
+    # temporary file goes, `path` keeps its old content, and the error says how much space is needed.
     d, base = os.path.split(os.path.abspath(where))
     tmp = os.path.join(d, f".{base}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:  # no inode left: nothing was created
+        if DiskFullError.is_full(e):
+            raise DiskFullError(where, needed, e.errno) from None
+        raise
     try:
         with open(fd, "wb") as f:
             f.write(len(raw).to_bytes(8, "little"))
@@ -268,11 +311,13 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, where)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if DiskFullError.is_full(e):
+            raise DiskFullError(where, needed, e.errno) from None
         raise
     if hasattr(os, "O_DIRECTORY"):   # make the rename itself durable (POSIX only)
         dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)

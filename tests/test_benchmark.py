@@ -148,3 +148,47 @@ def test_cpu_bf16_autocast_mode_runs_every_contender():
     for sec in ("train", "infer"):
         assert {"minbert-sdpa", "minbert-sdpa-unpad"} <= set(rec[sec][0]["results"])
         assert all(summary_ok(s) for s in rec[sec][0]["results"].values())
+
+
+# ----------------------------------------------------------------------------- the memory section
+
+def test_memory_section_reports_every_batch_size_and_the_cards():
+    rec = run_benchmark.main(["--model", "tiny", "--sections", "memory", "--memory-models", "tiny",
+                              "--memory-batch-sizes", "1,4", "--memory-amp", "none,bf16", "--threads", "1"])
+    mem = rec["memory"]
+    assert mem["T"] == 128 and mem["recipe_batch"] == 32  # the trainer's --max-length and batch (options.FULL)
+    assert [(r["model"], r["amp"]) for r in mem["results"]] == [("tiny", "none"), ("tiny", "bf16")]
+    params = sum(p.numel() for p in benchmark.memory_model("tiny").parameters())  # counted apart
+    for r in mem["results"]:
+        assert [row["B"] for row in r["rows"]] == [1, 4]
+        for row in r["rows"]:
+            assert row["params"] == params and row["state_mb"] == pytest.approx(16 * params / 2**20)
+            assert row["step_added_mb"] is not None and row["step_added_mb"] > 0  # Linux: measured
+        assert r["rows"][1]["saved_mb"] > 3 * r["rows"][0]["saved_mb"]  # activations grow with the batch
+        assert [c["card_gib"] for c in r["cards"]] == [15.0, 22.5]
+
+
+def test_saved_for_backward_counts_each_activation_once_and_no_parameter():
+    w = torch.nn.Parameter(torch.randn(5, 7))
+    x = torch.randn(3, 5, 7, requires_grad=True)
+    out = {}
+    with benchmark.saved_for_backward(torch.nn.ParameterList([w]), out):
+        y = x * w         # saves x and w (w is a parameter: not counted)
+        z = y.exp()       # saves its result z
+        (z + y.view(-1, 7).view(3, 5, 7).exp()).sum().backward()  # a view of y: y's storage, not counted again
+    expected = x.nbytes + z.nbytes + y.nbytes  # the second exp's result, the size of y
+    assert out["bytes"] == expected
+
+
+def test_card_estimate_follows_its_formula():
+    P = 1_000_000
+    rows = [{"B": b, "params": P, "step_added_mb": 100.0 + 10.0 * b, "cuda_peak_mb": None} for b in (1, 8, 32)]
+    est = benchmark.card_estimate(rows, card_gib=2.0, recipe_batch=32)
+    fixed = 12 * P / 2**20  # weights + AdamW's two moments, fp32
+    fits = int((2.0 * 1024 - benchmark.CUDA_RESERVE_GIB * 1024 - fixed - 100.0) // 10.0)
+    assert est["a_mb"] == pytest.approx(100.0) and est["b_mb_per_seq"] == pytest.approx(10.0)
+    assert est["batch_fits"] == fits == 40
+    assert (est["accumulate"], est["micro_batch"]) == (1, 32)
+    small = benchmark.card_estimate(rows, card_gib=1.75, recipe_batch=32)  # room for 14 sequences
+    assert small["batch_fits"] == int((1.75 * 1024 - 1536 - fixed - 100) // 10) == 14
+    assert (small["accumulate"], small["micro_batch"]) == (4, 8)  # the largest divisor of 32 that fits

@@ -332,3 +332,109 @@ def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: i
               if "transformers-sdpa" in res else {})
     return {"device": name, "B": batch_size, "T": seq_len, "steps_per_rep": steps, "compile": compile_,
             "peak_tflops": peak, "flops_per_seq": flops, "results": res, "ratios": ratios}
+
+
+# ----------------------------------------------------------------------------- memory per batch size
+
+STATE_BYTES = 16   # per parameter in training: the fp32 weight, its gradient and AdamW's two moments
+# What a CUDA card holds beyond the tensors: the CUDA context, cuBLAS/cuDNN workspaces and the caching
+# allocator's fragmentation. An assumption for the estimates (not measured here): about 1.5 GiB.
+CUDA_RESERVE_GIB = 1.5
+
+
+def memory_model(name: str) -> BertModel:
+    """The trainer's runtime switches (sdpa, unpad) on a checkpoint, 'tiny', or 'bert-base' (random weights)."""
+    if name == "bert-base":
+        torch.manual_seed(0)
+        base = BertModel(BertConfig())  # BertConfig's defaults are bert-base's shape
+    else:
+        base = load_model(name, "sdpa")
+    return variant(base, attn_implementation="sdpa", unpad=True)
+
+
+@contextlib.contextmanager
+def saved_for_backward(model: torch.nn.Module, out: dict):
+    """Count the bytes autograd keeps for the backward pass (each storage once: views share it);
+    the model's own parameters are not counted (they are resident anyway)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    out["bytes"] = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in seen and s.data_ptr() not in params:
+            seen.add(s.data_ptr())
+            out["bytes"] += s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
+
+
+def step_memory(model: BertModel, B: int, T: int, device: torch.device, amp: str) -> dict:
+    """Memory of one training step at batch B of T-token sequences (no padding: the worst case
+    of --max-length T), after one warm-up step that allocates the optimizer state."""
+    cuda = device.type == "cuda"
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    batch = synthetic_batch(B, T, model.config.vocab_size, device)
+    train_step(model, opt, [batch], autocast)()
+    saved: dict = {}
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    mark = efficiency.memory_mark()
+    with saved_for_backward(model, saved):
+        train_step(model, opt, [batch], autocast)()
+    rss = efficiency.memory_since(mark)
+    params = sum(p.numel() for p in model.parameters())
+    row = {"B": B, "T": T, "amp": amp, "device": str(device), "params": params,
+           "state_mb": params * STATE_BYTES / 2**20, "saved_mb": saved["bytes"] / 2**20,
+           "step_added_mb": None if cuda else rss["mem_added_mb"], "rss_peak_mb": rss["rss_peak_mb"],
+           "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+    model.zero_grad(set_to_none=True)
+    return row
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b x."""
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def card_estimate(rows: list[dict], card_gib: float, recipe_batch: int) -> dict:
+    """The batch that fits a CUDA card of card_gib, estimated from CPU rows of one model and amp:
+        peak(B) = 12 P (fp32 weights + AdamW moments, resident between steps)
+                  + a + b B (what one step adds, fitted to the measured rows: gradients, activations, temporaries)
+                  + CUDA_RESERVE_GIB
+    and the --accumulate N that keeps the recipe's batch: the smallest N dividing it with batch/N <= the fit."""
+    key = "cuda_peak_mb" if rows[0]["cuda_peak_mb"] is not None else "step_added_mb"
+    a, b = linear_fit([r["B"] for r in rows], [r[key] for r in rows])
+    fixed = 0.0 if key == "cuda_peak_mb" else (STATE_BYTES - 4) * rows[0]["params"] / 2**20
+    free = card_gib * 1024 - CUDA_RESERVE_GIB * 1024 - fixed - a
+    fit = max(0, int(free // b)) if b > 0 else None
+    n = next((n for n in range(1, recipe_batch + 1) if recipe_batch % n == 0 and fit and recipe_batch // n <= fit), None)
+    return {"card_gib": card_gib, "a_mb": a, "b_mb_per_seq": b, "fixed_mb": fixed, "from": key,
+            "batch_fits": fit, "accumulate": n, "micro_batch": recipe_batch // n if n else None}
+
+
+def memory_section(models: list[str], batch_sizes: list[int], T: int, amps: list[str], device: torch.device,
+                   cards_gib: list[float], recipe_batch: int) -> dict:
+    """Peak memory of one training step per model, amp and batch size, and the batch each card holds."""
+    out = []
+    for name in models:
+        model = memory_model(name)
+        for amp in amps:
+            rows = []
+            for B in batch_sizes:
+                print(f"memory: {name} {amp} B={B} T={T} ...", flush=True)
+                rows.append(step_memory(model, B, T, device, amp))
+            est = [card_estimate(rows, g, recipe_batch) for g in cards_gib] if len(rows) > 1 else []
+            out.append({"model": name, "amp": amp, "rows": rows, "cards": est})
+        del model
+    return {"device": str(device), "T": T, "recipe_batch": recipe_batch, "cuda_reserve_gib": CUDA_RESERVE_GIB,
+            "results": out}

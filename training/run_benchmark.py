@@ -5,6 +5,7 @@
     python training/run_benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
     python training/run_benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
     python training/run_benchmark.py --sections sst-epoch     # the timed SST epoch, graded vs fused AdamW
+    python training/run_benchmark.py --sections memory        # peak memory of a training step per batch size
 
 Sections (--sections):
   train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
@@ -19,6 +20,13 @@ Sections (--sections):
   sst-epoch  (not in the default sections: minutes) one SST training epoch of
          training/run_multitask.py as a whole process, once per --epoch-adamw value: wall time,
          model GFLOP/s, fraction of the peak, maximum resident memory
+  memory (not in the default sections: minutes) the peak memory of one training step per batch
+         size (--memory-batch-sizes), at the trainer's max length, for --model and bert-base
+         (random weights), with the trainer's sdpa + unpad; and from it the batch that fits a 16 GB
+         and a 24 GB CUDA card, and the --accumulate that keeps the recipe's batch. CPU: the
+         resident memory the step adds (VmHWM) and the bytes autograd saves for backward;
+         --memory-device cuda: torch.cuda.max_memory_allocated. The card figures from a CPU run are
+         estimates (benchmark.card_estimate gives the formula)
 
 Efficiency (CPU sections): the matrix peak is measured in this run, at its start and its end, as
 the rate of one 1024x384 . 384x1536 torch.mm at --threads (bf16 where the CPU has native bf16,
@@ -47,6 +55,7 @@ import torch
 
 from minbert import BertConfig, Tokenizer
 from training import benchmark, efficiency
+from training.options import FULL
 from training.benchmark import (check_same_outputs, contenders, cpu_batches, epoch_section, gpu_bench, load_model,
                                 model_section)
 
@@ -88,11 +97,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "--epoch-args=\"--limit-train 2000 --amp none\" (the = lets it start with --)")
     p.add_argument("--epoch-repeats", type=int, default=1,
                    help="sst-epoch: run every process this many times, the order reversed every other time")
+    p.add_argument("--memory-models", default=None, help="memory: comma list of checkpoints, 'tiny' or "
+                   "'bert-base' (random weights, no download); default: --model and bert-base")
+    p.add_argument("--memory-batch-sizes", default="1,8,16,32", help="memory: the batch sizes measured")
+    p.add_argument("--memory-seq-len", type=int, default=FULL["max_length"],
+                   help="memory: tokens per sequence, all real (default: the trainer's --max-length)")
+    p.add_argument("--memory-amp", default="bf16,none", help="memory: comma list of bf16, fp16, none")
+    p.add_argument("--memory-device", default="cpu", help="memory: cpu (measured resident memory) or cuda")
+    p.add_argument("--memory-cards-gib", default="15,22.5", help="memory: usable GiB of the cards to estimate "
+                   "for (15: a 16 GB T4/V100; 22.5: a 24 GB A10, the smallest of the 24 GB cards)")
     p.add_argument("--json", default=None, help="write the full record to this path")
     args = p.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
-    if set(args.sections) - {"train", "infer", "epoch", "gpu", "sst-epoch"}:
-        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu, sst-epoch")
+    if set(args.sections) - {"train", "infer", "epoch", "gpu", "sst-epoch", "memory"}:
+        p.error(f"--sections {','.join(args.sections)}: choose from train, infer, epoch, gpu, sst-epoch, memory")
+    args.memory_models = (args.memory_models.split(",") if args.memory_models else [args.model, "bert-base"])
+    try:
+        args.memory_batch_sizes = [int(b) for b in args.memory_batch_sizes.split(",")]
+        args.memory_cards_gib = [float(g) for g in args.memory_cards_gib.split(",")]
+    except ValueError as e:
+        p.error(f"--memory-batch-sizes / --memory-cards-gib: comma lists of numbers ({e})")
+    args.memory_amp = args.memory_amp.split(",")
+    if set(args.memory_amp) - {"bf16", "fp16", "none"} or min(args.memory_batch_sizes) < 1:
+        p.error(f"--memory-amp {','.join(args.memory_amp)}: choose from bf16, fp16, none; batch sizes >= 1")
     args.epoch_adamw = [a for a in args.epoch_adamw.split(",") if a]
     if not args.epoch_adamw or set(args.epoch_adamw) - {"graded", "fused"}:
         p.error(f"--epoch-adamw {','.join(args.epoch_adamw)}: a comma list of graded, fused")
@@ -175,6 +202,29 @@ def print_gpu(g: dict) -> None:
         print(f"{k}: {v:.3f}x")
 
 
+def print_memory(m: dict) -> None:
+    print(f"\n== memory of one training step (forward + backward + AdamW), {m['device']}, T={m['T']} (no padding), "
+          f"sdpa + unpad ==\n(state: 16 bytes/parameter, fp32 weights + grads + AdamW moments; saved: bytes autograd "
+          f"keeps for backward; step +MB: resident memory the step adds at its peak; cuda MB: max_memory_allocated)\n"
+          f"{'model':18s} {'amp':4s} {'B':>3s} {'params':>11s} {'state MB':>9s} {'saved MB':>9s} {'step +MB':>9s} "
+          f"{'peak RSS':>9s} {'cuda MB':>8s}")
+    for r in m["results"]:
+        for row in r["rows"]:
+            print(f"{r['model'][:18]:18s} {r['amp']:4s} {row['B']:3d} {row['params']:11,d} {row['state_mb']:9.0f} "
+                  f"{row['saved_mb']:9.0f} {mb(row['step_added_mb']):>9s} {mb(row['rss_peak_mb']):>9s} "
+                  f"{mb(row['cuda_peak_mb']):>8s}")
+    est = "measured peaks" if m["device"].startswith("cuda") else "ESTIMATES from these CPU measurements"
+    print(f"\nbatch that fits a CUDA card ({est}): peak(B) = 12 P + a + b B + {m['cuda_reserve_gib']} GiB reserve "
+          f"(12 P: weights + AdamW moments; a + b B: least-squares fit of the step's memory over B)")
+    for r in m["results"]:
+        for c in r["cards"]:
+            keep = (f"--batch-size {c['micro_batch']} --accumulate {c['accumulate']}" if c["accumulate"]
+                    else "does not fit")
+            print(f"{r['model'][:18]:18s} {r['amp']:4s} {c['card_gib']:5.1f} GiB: a {c['a_mb']:7.0f} MB, "
+                  f"b {c['b_mb_per_seq']:6.1f} MB/seq, 12P {c['fixed_mb']:6.0f} MB -> batch {c['batch_fits']}; "
+                  f"recipe batch {m['recipe_batch']}: {keep}")
+
+
 def check_targets(rec: dict) -> list[dict]:
     """The goals of the performance issue, checked against this run's numbers."""
     out = [{"what": f"{sec} {row['shape']} {k}", "value": v, "goal": f">= {GOALS[k]}", "met": v >= GOALS[k]}
@@ -239,6 +289,11 @@ def main(argv=None) -> dict:
                 print_rows(title, rec[sec])
         if "sst-epoch" in rec:
             print_sst_epoch(rec["sst-epoch"], rec["peak"])
+    if "memory" in args.sections:
+        rec["memory"] = benchmark.memory_section(args.memory_models, args.memory_batch_sizes, args.memory_seq_len,
+                                                 args.memory_amp, torch.device(args.memory_device),
+                                                 args.memory_cards_gib, FULL["batch_size"])
+        print_memory(rec["memory"])
     rec["meta"]["process_peak_rss_mb"] = efficiency.process_peak_mb()
     if "gpu" in args.sections:
         if torch.cuda.is_available():
