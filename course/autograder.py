@@ -23,13 +23,14 @@ from pathlib import Path
 
 from .grade import REPO, grade, gradescope_json
 from .sandbox import RUNNER_USER
-from .steps import STEPS
+from . import assignment
 
 MAX_FILE = 2**20  # a submitted source file larger than this is not taken
 
 
 def editable_files() -> list[str]:
-    return sorted({path for step in STEPS for path in step.fences})
+    """The files students submit: those of the steps this assignment grades."""
+    return sorted({path for step in assignment.current().table() for path in step.fences})
 
 
 def assemble(scaffold: Path, submission: Path, dest: Path) -> list[str]:

@@ -37,7 +37,8 @@ from . import verdicts_model, verdicts_tasks, wire
 from .compare import Expected, Judge, TestResult
 from .runner import BOOT
 from .sandbox import Sandbox
-from .steps import Step, get_steps
+from . import assignment
+from .steps import Step
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC = Path(__file__).resolve().parent / "public"  # the release's stored public checks (make_student writes them)
@@ -61,11 +62,13 @@ def producers() -> dict | None:
 
 @dataclass
 class Material:
-    """What one step is graded with: the probe's inputs, and what its outputs are compared with."""
+    """What one step is graded with: the probe's inputs, and what its outputs are compared with.
+    hidden: tests a release cannot judge (not visible before the deadline: no expected tensors)."""
     tensors: dict
     spec: dict
     expected: Expected
     seed: int
+    hidden: frozenset = frozenset()
 
 
 def live_material(step: int, seed: int) -> Material:
@@ -85,20 +88,31 @@ def stored_material(step: int, folder: Path = PUBLIC) -> Material:
     tensors, meta = wire.load(path, max_bytes=2**28)
     inputs = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
     expected = Expected({k[3:]: v for k, v in tensors.items() if k.startswith("ex.")}, json.loads(meta["texts"]))
-    return Material(inputs, json.loads(meta["spec"]), expected, int(meta["seed"]))
+    return Material(inputs, json.loads(meta["spec"]), expected, int(meta["seed"]),
+                    frozenset(json.loads(meta.get("hidden", "[]"))))
 
 
-def write_public(folder: Path, steps: list[int], seed: int) -> list[Path]:
+def write_public(folder: Path, steps: list[int], seed: int, hidden: dict[int, set[str]] | None = None) -> list[Path]:
     """The release's stored public checks: per step the probe's inputs, the expected outputs and each
-    known mistake's outputs on the public seed, so that the release grades itself without producers."""
+    known mistake's outputs on the public seed, so that the release grades itself without producers.
+    A hidden test's expected tensors are stored as zeros (only their shapes remain) and its mistakes not
+    at all: the release does not judge it."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for n in steps:
-        m = live_material(n, seed)
-        tensors = {**{"in." + k: v for k, v in m.tensors.items()}, **{"ex." + k: v for k, v in m.expected.tensors.items()}}
+        m, secret = live_material(n, seed), set((hidden or {}).get(n, ()))
+        expected = {}
+        for key, value in m.expected.tensors.items():
+            if key.split(".", 1)[0] not in secret:
+                expected[key] = value
+            elif "~" not in key:
+                expected[key] = torch.zeros_like(value)
+        tensors = {**{"in." + k: v for k, v in m.tensors.items()}, **{"ex." + k: v for k, v in expected.items()}}
+        texts = {mid: text for mid, text in m.expected.texts.items()
+                 if any(k.endswith("~" + mid) for k in expected)}
         path = folder / f"step{n:02d}.safetensors"
-        wire.save(path, tensors, {"spec": json.dumps(m.spec), "texts": json.dumps(m.expected.texts), "seed": str(seed),
-                                  "step": str(n)})
+        wire.save(path, tensors, {"spec": json.dumps(m.spec), "texts": json.dumps(texts), "seed": str(seed),
+                                  "step": str(n), "hidden": json.dumps(sorted(secret))})
         written.append(path)
     return written
 
@@ -126,20 +140,30 @@ class StepResult:
         return sum(t.outcome == "passed" for t in self.tests)
 
     @property
+    def counted(self) -> list[TestResult]:
+        """The tests that score here: all but the hidden ones a release cannot judge."""
+        return [t for t in self.tests if t.outcome != "hidden"]
+
+    @property
     def score(self) -> float:
-        return round(self.step.points * self.passed / len(self.tests), 2) if self.tests else 0.0
+        return round(self.step.points * self.passed / len(self.counted), 2) if self.counted else 0.0
+
+    def test_score(self, test: TestResult) -> float:
+        """One test's share of the step's points (its own Gradescope entry)."""
+        share = self.step.points / len(self.tests) if self.tests else 0.0
+        return share if test.outcome == "passed" else 0.0
 
     @property
     def hint(self) -> str:
         """First line of what went wrong, or of the first failure."""
-        failed = [t.message.strip() or t.outcome for t in self.tests if t.outcome != "passed"]
+        failed = [t.message.strip() or t.outcome for t in self.counted if t.outcome != "passed"]
         text = self.log.strip() if self.status in ("timeout", "crashed") else (failed[0] if failed else "")
         return text.splitlines()[0] if text else ""
 
     def output(self) -> str:
         """Readable per-step report: one line per test, the failure messages in full."""
         lines = [f"Step {self.step.number}: {self.step.name} -- {self.step.description}",
-                 f"{self.passed}/{len(self.tests)} tests passed, {self.score:g}/{self.step.points:g} points"]
+                 f"{self.passed}/{len(self.counted)} tests passed, {self.score:g}/{self.step.points:g} points"]
         if self.log:
             lines.append(self.log.strip())
         for t in self.tests:
@@ -167,7 +191,11 @@ def judge(step: int, material: Material, outputs: dict, errors: dict) -> list[Te
     verdict, tests, depends = VERDICTS[step]
     j = Judge(outputs, errors, material.expected)
     verdict(material.tensors, material.spec, j)
-    return j.done(tests, depends)
+    results = j.done(tests, depends)
+    for i, r in enumerate(results):
+        if r.name in material.hidden:  # judged on Gradescope only, against inputs the release never sees
+            results[i] = TestResult(r.name, "hidden", "a hidden test: graded by the course's autograder only")
+    return results
 
 
 def step_env(home: Path) -> dict[str, str]:
@@ -251,7 +279,7 @@ def run_step(step: Step, root: Path, material: Material, timeout: float = 60,
         return StepResult(step, "crashed", [TestResult(t, "error", first) for t in tests], f"{first}\n{tail}", seconds)
     results = judge(step.number, material, *answered)
     result = StepResult(step, "failed", results, seconds=seconds, answer=answered)
-    if result.passed == len(results):
+    if result.passed == len(result.counted):
         result.status = "passed"
     elif result.passed:
         result.status = "partial"
@@ -267,7 +295,7 @@ def grade(root: str | Path = REPO, steps: list[int] | None = None, timeout: floa
     if source == "stored" and seed is not None:
         raise ValueError("a student release grades on its stored public inputs: it takes no --seed")
     seed = secrets.randbits(62) if seed is None else seed
-    table = get_steps(steps)
+    table = assignment.current().table(steps)
     version = grader_version()
 
     def one(step: Step) -> StepResult:
@@ -299,24 +327,36 @@ def check_inline(step: int, seed: int = 0, raise_errors: bool = False, source: s
 
 
 def gradescope_json(results: list[StepResult], seconds: float, seed: int | None = None) -> dict:
-    """results.json in Gradescope's autograder format, plus the grader version and the input seed."""
+    """results.json in Gradescope's autograder format: one entry per named test, with its share of the
+    step's points and its visibility (course/assignment.toml), plus the grader version and the seed."""
+    plan = assignment.current()
+    tests = []
+    for r in results:
+        for k, t in enumerate(r.tests, 1):
+            tests.append({"name": f"Step {r.step.number}: {r.step.name} / {t.name}", "number": f"{r.step.number}.{k}",
+                          "score": r.test_score(t), "max_score": r.step.points / len(r.tests),
+                          "status": "passed" if t.outcome == "passed" else "failed",
+                          "output": test_output(r, t), "visibility": plan.test_visibility(r.step.number, t.name),
+                          # the root-cause mistake of a failed test, by id (course/report.py counts them)
+                          "extra_data": {"step": r.step.number, "test": t.name, "mistakes": [
+                              {"id": t.mistake, "text": t.mistake_text}] if t.mistake else []}})
     return {
         "score": round(sum(r.score for r in results), 2),
         "max_score": sum(r.step.points for r in results),
         "execution_time": round(seconds, 1),
         "visibility": "visible",
         "stdout_visibility": "visible",
-        "output": format_table(results),
+        "output": format_table(results) + "\n\n" + "\n\n".join(r.output() for r in results),
         "extra_data": {"grader_version": grader_version(), "seed": seed},
-        "tests": [{"name": f"Step {r.step.number}: {r.step.name}", "number": str(r.step.number),
-                   "score": r.score, "max_score": r.step.points,
-                   "status": "passed" if r.status == "passed" else "failed",
-                   "output": r.output(), "visibility": "visible",
-                   # the root-cause mistakes of the failed tests, by id (course/report.py counts them)
-                   "extra_data": {"step": r.step.number, "mistakes": [
-                       {"id": t.mistake, "text": t.mistake_text} for t in r.tests if t.mistake]}}
-                  for r in results],
+        "tests": tests,
     }
+
+
+def test_output(r: StepResult, t: TestResult) -> str:
+    head = f"{'PASS' if t.outcome == 'passed' else t.outcome.upper()}  step {r.step.number} {t.name}"
+    body = [r.log.strip()] if r.log and t.outcome != "passed" else []
+    body += ["    " + m for m in t.message.strip().splitlines()[:20]] if t.outcome != "passed" and t.message else []
+    return "\n".join([head, *body])
 
 
 def format_table(results: list[StepResult]) -> str:
@@ -324,7 +364,7 @@ def format_table(results: list[StepResult]) -> str:
     for r in results:
         hint = r.hint if len(r.hint) <= 110 else r.hint[:107] + "..."
         rows.append(f"{r.step.number:>4}  {r.step.name:<32} {r.score:>5g} / {r.step.points:<3g}  "
-                    f"{r.passed:>2}/{len(r.tests):<2}  {r.status:<8} {hint}")
+                    f"{r.passed:>2}/{len(r.counted):<2}  {r.status:<8} {hint}")
     total, most = sum(r.score for r in results), sum(r.step.points for r in results)
     rows.append(f"{'':>4}  {'total':<32} {total:>5g} / {most:<3g}")
     return "\n".join(rows)

@@ -56,3 +56,5 @@ cd "$AG/source/checker" && exec "$PY" -m course.autograder --root "$AG" --scaffo
         for p in sorted(checker.rglob("*.py")):
             if "__pycache__" not in p.parts:
                 z.write(p, "checker/course/" + p.relative_to(checker).as_posix())
+        if (scaffold / "course" / "assignment.json").is_file():  # the course's steps, points and visibility
+            z.write(scaffold / "course" / "assignment.json", "checker/course/assignment.json")

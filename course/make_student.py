@@ -15,6 +15,7 @@ seed: the producers and the references stay out of it.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest
+from . import assignment, manifest
 from .grade import write_public
 from .gradescope import write_gradescope_zip
 from .steps import STEPS, fence_label
@@ -32,6 +33,7 @@ BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r"(?P<text>(?:[ \t:].*)?)$")
 END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
+DEFAULT_ZIP = Path("autograder.zip beside the release")  # --gradescope with no value
 PUBLIC_SEED = 20261207  # the release's public checks: fixed, so every student sees the same inputs
 # Measured on the release's teaching path with every step solved (docs/results/release/README.md has the
 # commands and the raw logs).
@@ -117,6 +119,9 @@ def solve(root: str | Path, out: str | Path, steps: list[int] | None = None) -> 
     if not (out / "course" / "public").is_dir():
         raise FileNotFoundError(f"{out} is not a student release (no course/public/): make it with make_student first")
     solved = {s.number for s in STEPS} if steps is None else set(steps)
+    plan = out / "course" / "assignment.json"
+    if plan.is_file():  # the steps the release shipped solved stay solved
+        solved |= {s.number for s in STEPS} - set(json.loads(plan.read_text())["steps"])
     written = []
     for rel in sorted({path for s in STEPS for path in s.fences}):
         text, fences = strip_solutions((root / rel).read_text(encoding="utf-8"), rel, solved)
@@ -149,9 +154,13 @@ def source_files(root: Path) -> list[str]:
     return manifest.release_files(known_files(root))
 
 
-def make_student(root: str | Path, out: str | Path, force: bool = False) -> list[Fence]:
-    """Write the scaffold of `root` into `out`; returns the fences removed. Every fence error in the
-    tree is reported at once, before anything is written."""
+def make_student(root: str | Path, out: str | Path, force: bool = False,
+                 plan: assignment.Assignment | None = None) -> list[Fence]:
+    """Write the release of `root` into `out` for the assignment `plan` (default: every step); returns
+    the fences stubbed (the steps students write; the others ship solved). Every fence error in the tree
+    is reported at once, before anything is written."""
+    plan = assignment.default() if plan is None else plan
+    solved = {s.number for s in STEPS} - set(plan.steps)
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or out in root.parents:
         raise ValueError(f"{out} would overwrite the source tree {root}; choose another directory")
@@ -165,13 +174,13 @@ def make_student(root: str | Path, out: str | Path, force: bool = False) -> list
         if rel.endswith(".py"):
             text = (root / rel).read_text(encoding="utf-8")
             try:
-                new, found = strip_solutions(text, rel)
+                new, found = strip_solutions(text, rel, solved)
             except FenceError as e:
                 errors.append(str(e))
                 continue
             if found:
                 stripped[rel] = new
-                fences += found
+                fences += [f for f in found if f.step not in solved]
     if errors:
         raise FenceError("\n".join(errors))
     for rel in files:
@@ -181,7 +190,9 @@ def make_student(root: str | Path, out: str | Path, force: bool = False) -> list
             dest.write_text(stripped[rel], encoding="utf-8")
         else:
             shutil.copy2(root / rel, dest)
-    write_public(out / "course" / "public", [s.number for s in STEPS], PUBLIC_SEED)
+    write_public(out / "course" / "public", list(plan.steps), PUBLIC_SEED,
+                 {n: plan.hidden(n) for n in plan.steps})
+    (out / "course" / "assignment.json").write_text(plan.to_json())
     if (root / "README.md").is_file():
         shutil.copy2(root / "README.md", out / "PROJECT.md")
     if (root / "requirements.txt").is_file():
@@ -260,23 +271,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="directory to write the scaffold into")
     ap.add_argument("--force", action="store_true", help="replace OUT if it exists")
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="source tree")
-    ap.add_argument("--gradescope", type=Path, metavar="ZIP", help="also write a Gradescope autograder zip")
+    ap.add_argument("--gradescope", type=Path, metavar="ZIP", nargs="?", const=DEFAULT_ZIP,
+                    help="also write a Gradescope autograder zip (default: autograder.zip beside OUT, never inside the "
+                         "repository or the release)")
+    ap.add_argument("--assignment", type=Path, default=Path(__file__).resolve().parent / "assignment.toml",
+                    help="the course's choice of steps, points and test visibility (default: course/assignment.toml)")
+    ap.add_argument("--steps", help="the steps students write, e.g. 1-6,9 (overrides the assignment's list); with "
+                    "--solve: the steps to solve (default: all)")
     ap.add_argument("--solve", action="store_true", help="put the solution into the existing release OUT instead "
                     "(after the deadline): every step, or those of --steps")
-    ap.add_argument("--steps", help="with --solve: comma-separated steps to solve (default: all)")
     args = ap.parse_args(argv)
     if args.solve:
         try:
-            steps = [int(n) for n in args.steps.split(",")] if args.steps else None
+            steps = assignment.parse_steps(args.steps) if args.steps else None
             written = solve(args.root, args.out, steps)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print("\n".join(f"solved: {rel}" for rel in written) or "nothing to solve")
         return 0
+    zip_path = None
+    if args.gradescope is not None:
+        zip_path = (args.out.resolve().parent / "autograder.zip" if args.gradescope == DEFAULT_ZIP
+                    else args.gradescope.resolve())
+        inside = [d for d in (args.root.resolve(), args.out.resolve()) if d == zip_path.parent or d in zip_path.parents]
+        if inside:
+            print(f"error: --gradescope {zip_path} is inside {inside[0]}: write it outside the repository and the "
+                  f"release (the default is beside the release)", file=sys.stderr)
+            return 1
     try:
-        fences = make_student(args.root, args.out, force=args.force)
-    except (FenceError, FileExistsError, ValueError) as e:
+        plan = assignment.load(args.assignment, args.steps, args.root.resolve())
+        fences = make_student(args.root, args.out, force=args.force, plan=plan)
+    except (FenceError, FileExistsError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for f in fences:
@@ -284,10 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     orphans = [f for f in fences if f.step is None]
     for f in orphans:
         print(f"warning: {f.path}:{f.begin}: fence belongs to no step (add it to course/steps.py)", file=sys.stderr)
-    if args.gradescope:
-        write_gradescope_zip(args.out.resolve(), sorted({f.path for f in fences}), args.gradescope)
-        print(f"wrote {args.gradescope}")
-    print(f"wrote the scaffold to {args.out} ({len(fences)} fences)")
+    if zip_path is not None:
+        write_gradescope_zip(args.out.resolve(), sorted({f.path for f in fences}), zip_path)
+        print(f"wrote {zip_path}")
+    points = sum(s.points for s in plan.table())
+    print(f"wrote the release to {args.out}: steps {','.join(map(str, plan.steps))} to write ({len(fences)} fences), "
+          f"{points:g} points")
     return 0
 
 

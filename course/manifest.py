@@ -34,7 +34,7 @@ RELEASE = [
     # the grader's public side: the runner, the probes, the comparisons (they read stored tensors only)
     "course/__init__.py", "course/compare.py", "course/grade.py", "course/guard.py", "course/probes.py",
     "course/runner.py", "course/sandbox.py", "course/steps.py", "course/verdicts_model.py", "course/verdicts_tasks.py",
-    "course/wire.py", "course/submit.py",
+    "course/wire.py", "course/submit.py", "course/assignment.py",
     # the public checks, and the unit tests that neither compute a graded function of their own nor
     # need a graded step (the data loaders, batching, download, the CPU pin), with their fixture files
     "tests/graded/*", "tests/conftest.py", "tests/cpu_guard.py", "tests/test_batching.py", "tests/test_cpu_pinned.py",
@@ -47,13 +47,14 @@ INSTRUCTOR = [
     "training/benchmark.py", "training/efficiency.py", "training/run_benchmark.py", "training/bench_*.py",
     # the producers, the references, the catalogue of known mistakes, the release and Gradescope tooling
     "course/checks_model.py", "course/checks_tasks.py", "course/reference.py", "course/make_student.py",
-    "course/manifest.py", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/similarity.py",
+    "course/manifest.py", "course/assignment.toml", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/similarity.py",
     "tests/*",
 ]
 
-# Written by make_student into the release: the assignment, the project overview, a requirements file
-# without the reference libraries, and the stored public checks (course/public/stepNN.safetensors).
-GENERATED = ["README.md", "PROJECT.md", "requirements.txt", "course/public/step*.safetensors"]
+# Written by make_student into the release: the handout, the project overview, a requirements file
+# without the reference libraries, the stored public checks (course/public/stepNN.safetensors) and the
+# resolved assignment (course/assignment.json: the steps graded, their points, the tests' visibility).
+GENERATED = ["README.md", "PROJECT.md", "requirements.txt", "course/public/step*.safetensors", "course/assignment.json"]
 
 # Test-only reference libraries: the release's requirements.txt leaves them out (students never need them).
 REFERENCE_LIBRARIES = ("transformers", "safetensors", "sentence-transformers")

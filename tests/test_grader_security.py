@@ -9,6 +9,7 @@ other grader suites: `pytest -m grader`.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,11 @@ def run_autograder(source: Path, tmp: Path, files: dict[str, str], *args: str) -
 
 
 def scores(results: dict) -> dict[int, float]:
-    return {int(t["number"]): t["score"] for t in results["tests"]}
+    """Each step's score: the sum of its tests' entries."""
+    out: dict[int, float] = {}
+    for t in results["tests"]:
+        out[t["extra_data"]["step"]] = round(out.get(t["extra_data"]["step"], 0) + t["score"], 2)
+    return out
 
 
 @pytest.mark.parametrize("trick", list(CHEATS))
@@ -147,16 +152,17 @@ def test_the_runner_cannot_read_or_import_the_checker(autograder, tmp_path):
     runner user: a submission that loads its PCGrad reference from there earns nothing."""
     assert (autograder / "checker" / "course" / "checks_tasks.py").is_file()
     files = solution_files()
-    files[PCGRAD] = replace_fences(files[PCGRAD], PCGRAD, {"project_conflicting": FIND_AUTOGRADER + '''
-        import importlib.util, itertools
+    files[PCGRAD] = replace_fences(files[PCGRAD], PCGRAD, {"project_conflicting": FIND_AUTOGRADER + textwrap.dedent('''
+        import importlib, importlib.util, sys
         errors = []
         for root in _autograder_roots():
-            where = root + "/source/checker/course/checks_tasks.py"
+            package = root + "/source/checker/course"
             try:
-                open(where).close()
-                spec = importlib.util.spec_from_file_location("borrowed", where)
-                checks = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(checks)
+                spec = importlib.util.spec_from_file_location("checker_course", package + "/__init__.py",
+                                                              submodule_search_locations=[package])
+                sys.modules["checker_course"] = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(sys.modules["checker_course"])
+                checks = importlib.import_module("checker_course.checks_tasks")
             except Exception as e:
                 errors.append(f"{type(e).__name__}: {e}")
                 continue
@@ -164,7 +170,10 @@ def test_the_runner_cannot_read_or_import_the_checker(autograder, tmp_path):
             return [checks.project_in_order(grads, i, [j for j in torch.randperm(K, generator=generator).tolist()
                                                        if j != i]).to(grads[i].dtype) for i in range(K)]
         raise RuntimeError("; ".join(errors) or "no checker found")
-    '''})
+    ''')})
     results = run_autograder(autograder, tmp_path, files, "--steps", "9,10")
     assert scores(results) == {9: 0, 10: 10}, results["output"]
     assert "Permission denied" in results["output"], results["output"]
+    # The control: without the privilege drop the runner is root, reads the checker, and the borrow works.
+    results = run_autograder(autograder, tmp_path / "control", files, "--steps", "9", "--no-sandbox")
+    assert scores(results) == {9: 10}, results["output"]
