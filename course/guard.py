@@ -11,7 +11,7 @@ ShortcutRefused, with a message that names the call and the rule:
   and the fused encoder layer torch._transformer_encoder_layer_fwd.
 - step 6 (AdamW): torch.optim.Adam and torch.optim.AdamW (constructing or stepping), every function of
   torch.optim.adam and torch.optim.adamw (adam, adamw, _single_tensor_adam, _multi_tensor_adam,
-  _fused_adam ...) and the fused kernels torch._fused_adam_ / torch._fused_adamw_ by every route.
+  _fused_adam ...) and torch's fused Adam and AdamW kernels (torch._fused_adam_ and its twin) by every route.
 - every step: transformers and sentence_transformers cannot be imported (a sys.meta_path finder), and
   a test fails if either is in sys.modules when it ends (imported before the guard went up, or by a
   route around the finder).
@@ -86,7 +86,7 @@ RULES: dict[int, Rule] = {
             files={_FLEX_FILE: "torch.nn.attention.flex_attention"},
             codes={_code(torch.nn.MultiheadAttention.forward): "torch.nn.MultiheadAttention.forward",
                    _code(F.multi_head_attention_forward): "torch.nn.functional.multi_head_attention_forward"}),
-    6: Rule(names=("fused_adam",),  # _fused_adam, _fused_adam_, _fused_adamw_ (and their overloads)
+    6: Rule(names=("fused_adam",),  # torch._fused_adam_, its AdamW twin and their overloads
             files={_adam.__file__: "torch.optim.adam", _adamw.__file__: "torch.optim.adamw"}),
 }
 

@@ -21,6 +21,13 @@ import torch
 from torch.optim import Optimizer
 
 
+def check_kernel() -> None:
+    """AdamW(fused=True) needs torch's fused AdamW kernel (torch >= 2.4 on CPU)."""
+    if not hasattr(torch, "_fused_adamw_"):
+        raise RuntimeError(f"AdamW(fused=True) needs torch._fused_adamw_ (torch >= 2.4 on CPU), this is torch "
+                           f"{torch.__version__}; upgrade torch or pass fused=False")
+
+
 def fused_step(opt: Optimizer, params: list[torch.Tensor], group: dict) -> None:
     """opt.update (minbert.AdamW) for many parameters of one group at once, their step counts already
     advanced: one torch._fused_adamw_ call per bucket of parameters that share device, dtype and step

@@ -24,9 +24,9 @@ import torch
 from torch.optim import Optimizer
 
 try:  # the fast path; the student release leaves it out (it computes step 6, `update`, by itself)
-    from .fused_adamw import fused_step
+    from .fused_adamw import check_kernel, fused_step
 except ImportError:
-    fused_step = None
+    check_kernel = fused_step = None
 
 FUSED_AVAILABLE = fused_step is not None
 _said_no_fused = False  # the fallback warns once per process, not once per optimizer
@@ -60,9 +60,8 @@ class AdamW(Optimizer):
         if fused and fused_step is None:
             _no_fused_path()
             fused = False
-        if fused and not hasattr(torch, "_fused_adamw_"):
-            raise RuntimeError(f"AdamW(fused=True) needs torch._fused_adamw_ (torch >= 2.4 on CPU), this is torch "
-                               f"{torch.__version__}; upgrade torch or pass fused=False")
+        if fused:
+            check_kernel()
         # An attribute, not a group default: state_dict() stays the same for both paths, so a checkpoint
         # written by one loads into the other.
         self.fused = fused

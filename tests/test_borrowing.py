@@ -159,11 +159,13 @@ def by_step(results: dict) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for t in results["tests"]:
         step = out.setdefault(t["extra_data"]["step"], {"score": 0.0, "max_score": 0.0, "passed": set(), "output": ""})
-        step["score"] = round(step["score"] + t["score"], 2)
-        step["max_score"] = round(step["max_score"] + t["max_score"], 2)
+        step["score"] += t["score"]
+        step["max_score"] += t["max_score"]
         step["output"] += t["output"] + "\n"
         if t["status"] == "passed":
             step["passed"].add(t["extra_data"]["test"])
+    for step in out.values():
+        step["score"], step["max_score"] = round(step["score"], 2), round(step["max_score"], 2)
     return out
 
 

@@ -85,8 +85,6 @@ def test_a_training_checkpoint_that_does_not_fit_leaves_the_previous_one_resumab
         assert torch.equal(loaded[group]["w"], ts["w"])
 
 
-@pytest.mark.xfail(strict=True, reason="checkpointing.save keeps the groups it wrote before the one that hit the "
-                                       "full disk until the next save; the fix belongs in checkpointing.save")
 def test_a_checkpoint_whose_second_file_does_not_fit_leaves_nothing_of_it(small_disk):
     last = small_disk / "last"
     checkpointing.save(last, {"model": tensors(100_000, 0), "optimizer": tensors(100_000, 1)}, {"step": 1})
@@ -133,3 +131,30 @@ def test_save_pretrained_on_a_full_disk_leaves_no_partial_model(small_disk):
         model.save_pretrained(small_disk / "model")
     assert "model.safetensors" in str(info.value)
     assert os.listdir(small_disk / "model") == []
+
+
+def test_the_trainer_ends_a_full_disk_with_one_message_and_a_resumable_run(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                          capsys):
+    """run_multitask: the second checkpoint does not fit. One line says so (no traceback), and the first
+    checkpoint is whole: --resume starts from it."""
+    from reliability_cases import FIXTURE_DATA, base_argv
+    from training import run_multitask
+    real, calls = checkpointing.save_safetensors, []
+
+    def fills_up(tensors, path, *a, **k):
+        calls.append(path)
+        if len(calls) > 2:  # the first checkpoint's two files (model, optimizer) fit; the next does not
+            raise DiskFullError(path, 10**6)
+        return real(tensors, path, *a, **k)
+    monkeypatch.setattr(checkpointing, "save_safetensors", fills_up)
+    argv = base_argv(tiny_checkpoint, FIXTURE_DATA, tmp_path / "run") + ["--save-every", "2"]
+    with pytest.raises(SystemExit) as e:
+        run_multitask.main(argv)
+    message = str(e.value.code)
+    assert message.startswith("error: ") and "no space left on the disk" in message and "\n" not in message, message
+    assert "The last checkpoint (step 2) is intact" in message and "--resume" in message, message
+    monkeypatch.setattr(checkpointing, "save_safetensors", real)
+    state, _ = checkpointing.load(tmp_path / "run" / "last")
+    assert state["step"] == 2
+    run_multitask.main(argv + ["--resume"])
+    assert checkpointing.saved_step(tmp_path / "run" / "last") > 2

@@ -108,8 +108,8 @@ def scores(results: dict) -> dict[int, float]:
     """Each step's score: the sum of its tests' entries."""
     out: dict[int, float] = {}
     for t in results["tests"]:
-        out[t["extra_data"]["step"]] = round(out.get(t["extra_data"]["step"], 0) + t["score"], 2)
-    return out
+        out[t["extra_data"]["step"]] = out.get(t["extra_data"]["step"], 0) + t["score"]
+    return {step: round(score, 2) for step, score in out.items()}
 
 
 @pytest.mark.parametrize("trick", list(CHEATS))

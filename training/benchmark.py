@@ -290,11 +290,29 @@ def train_flops_per_seq(model: BertModel, T: int) -> float:
     return efficiency.model_flops(model, [T])
 
 
+def device_sync(device: torch.device):
+    """A function that waits for the device's queued work: timings must not stop before the kernels do."""
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def allocated(device: torch.device) -> int:
+    """Bytes the device's allocator holds now (0 on the CPU, which has no device allocator)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    if device.type == "mps":
+        return torch.mps.current_allocated_memory()
+    return 0
+
+
 def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: int, reps: int,
               steps: int, compile_: bool = False, peak: float | None = None, warmup: int = 2) -> dict:
     """Training steps in bf16 autocast with TF32 matmuls and fused AdamW, random weights."""
     cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = device_sync(device)
     torch.manual_seed(0)
     base = BertModel(cfg, attn_implementation="sdpa")
     models = {"minbert-sdpa": base}
@@ -306,7 +324,7 @@ def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: i
     fns, memory = {}, {}
     try:
         for name, m in models.items():
-            before = torch.cuda.memory_allocated() if cuda else 0
+            before = allocated(device)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             m.to(device).train()
@@ -315,13 +333,15 @@ def gpu_bench(cfg: BertConfig, device: torch.device, batch_size: int, seq_len: i
             for _ in range(warmup):  # compiles, allocates the optimizer state
                 step()
             sync()
-            # weights + grads + AdamW state + peak activations of this contender alone
-            memory[name] = (torch.cuda.max_memory_allocated() - before) / 2**30 if cuda else None
+            # weights + grads + AdamW state + peak activations of this contender alone (CUDA keeps the peak;
+            # MPS only what is held after the warm-up steps, a lower bound)
+            memory[name] = ((torch.cuda.max_memory_allocated() if cuda else allocated(device)) - before) / 2**30 \
+                if device.type in ("cuda", "mps") else None
             fns[name] = lambda step=step: [step() for _ in range(steps)]
         times = interleaved(fns, reps, 0, sync)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
-    name = torch.cuda.get_device_name(device) if cuda else str(device)
+    name = torch.cuda.get_device_name(device) if cuda else ("Apple MPS" if device.type == "mps" else str(device))
     peak, flops = peak_tflops(name, peak), train_flops_per_seq(base, seq_len)
     res = {}
     for n, t in times.items():

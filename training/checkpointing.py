@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minbert.safetensors import load_safetensors, save_safetensors
+from minbert.safetensors import DiskFullError, load_safetensors, save_safetensors
 
 FORMAT = 1
 STATE = "state.json"
@@ -40,8 +40,10 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if DiskFullError.is_full(e):
+            raise DiskFullError(path, len(data), e.errno) from None
         raise
     _fsync_dir(path.parent)
 
@@ -59,6 +61,14 @@ def exists(directory: str | os.PathLike) -> bool:
     return (Path(directory) / STATE).is_file()
 
 
+def saved_files(d: Path) -> dict | None:
+    """The tensor files the checkpoint in `d` names now, or None."""
+    try:
+        return json.loads((d / STATE).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def saved_step(directory: str | os.PathLike) -> int | None:
     """The step of the committed checkpoint in `directory`, None if there is none (or it is unreadable)."""
     try:
@@ -73,11 +83,17 @@ def save(directory: str | os.PathLike, tensors: dict[str, dict[str, torch.Tensor
     d.mkdir(parents=True, exist_ok=True)
     tag = f"{int(state.get('step', 0)):08d}-{secrets.token_hex(4)}"
     files, sizes = {}, {}
-    for group, group_tensors in tensors.items():
-        files[group] = f"{group}-{tag}.safetensors"
-        save_safetensors({k: v.detach().cpu() for k, v in group_tensors.items()}, d / files[group])
-        sizes[group] = (d / files[group]).stat().st_size
-    atomic_write(d / STATE, json.dumps({"format": FORMAT, "files": files, "sizes": sizes, **state}))
+    try:
+        for group, group_tensors in tensors.items():
+            files[group] = f"{group}-{tag}.safetensors"
+            save_safetensors({k: v.detach().cpu() for k, v in group_tensors.items()}, d / files[group])
+            sizes[group] = (d / files[group]).stat().st_size
+        atomic_write(d / STATE, json.dumps({"format": FORMAT, "files": files, "sizes": sizes, **state}))
+    except BaseException:  # a full disk, Ctrl-C: this save's files go, unless its state.json already names them
+        if saved_files(d) != files:
+            for name in files.values():
+                (d / name).unlink(missing_ok=True)
+        raise
     for f in [*d.glob("*.safetensors"), *d.glob(".*.tmp")]:  # the previous checkpoint, leftovers of a crashed save
         if f.name not in files.values():
             f.unlink(missing_ok=True)
@@ -180,7 +196,7 @@ def _unb64(s: str) -> torch.Tensor:
 
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
-    """Every RNG a training step may draw from (torch CPU and CUDA, numpy, python, extra torch
+    """Every RNG a training step may draw from (torch CPU, CUDA or Apple MPS, numpy, python, extra torch
     generators such as PCGrad's) as JSON."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
@@ -191,6 +207,8 @@ def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         # this process's device only: get_rng_state_all() would open a context on every visible GPU
         state["cuda"] = _b64(torch.cuda.get_rng_state())
+    if torch.backends.mps.is_available():  # dropout on --device mps draws from the MPS generator
+        state["mps"] = _b64(torch.mps.get_rng_state())
     return state
 
 
@@ -204,3 +222,5 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
         g.set_state(_unb64(state["generators"][k]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(_unb64(state["cuda"]))
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(_unb64(state["mps"]))

@@ -9,6 +9,7 @@ all-reduced values, files from rank 0): docs/RELIABILITY.md, section 6.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -38,6 +39,9 @@ def init(device: str) -> tuple[World, str]:
     if world_size == 1:
         return World(), device
     world = World(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.device(device).type == "mps":  # gloo cannot reduce MPS tensors, and a Mac has one GPU
+        raise SystemExit(f"error: torchrun with --device {device}: several processes need CUDA GPUs (NCCL) or the "
+                         "CPU (gloo); on a Mac run one process (python training/run_multitask.py --device mps)")
     if device.startswith("cuda"):
         device = f"cuda:{world.local_rank}"  # one GPU per process
         torch.cuda.set_device(device)
@@ -61,6 +65,12 @@ def wrap(model: torch.nn.Module, world: World, device: str) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
+def no_sync(net: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """DDP: no gradient all-reduce in this block (--accumulate's micro-batches before the last one,
+    whose backward then reduces the summed gradients); a no-op for a plain model."""
+    return net.no_sync() if isinstance(net, torch.nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
+
+
 def all_reduce(values: list[float], world: World, device: str = "cpu") -> list[float]:
     """Sum a few scalars over ranks in one collective call (a no-op for one process)."""
     if not world.distributed:
@@ -76,6 +86,14 @@ def all_gather_object(obj, world: World) -> list:
     out = [None] * world.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_mean(tensors: list[Tensor], world: World) -> list[Tensor]:
+    """Each tensor's mean over the ranks, in one collective call (flattened into one vector)."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # (sum of numel,)
+    dist.all_reduce(flat)
+    flat /= world.world_size
+    return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def global_task_losses(losses: list[Tensor], params: list[Tensor], world: World) -> list[Tensor]:

@@ -4,9 +4,12 @@
         for step in phase:
             losses = loop.losses(tasks)            # batch -> loss (one task; every task with PCGrad)
             backward(losses)                       # (-> PCGrad: projected task gradients)
-            norms = clip(players)
+                                                   # (both: micro_steps; x N micro-batches with --accumulate,
+                                                   #  the loss x the fp16 scale with --amp fp16)
+            norms = clip(players)                  # (fp16: on the unscaled gradients)
             if finite(losses, norms): opt.step()   # the non-finite guard
                 (ema.update())                     # --ema: the average of the weights (training/ema.py)
+            (elif fp16 overflow: the scaler's skip, counted apart; scaler.update())
             sched.step(); opt.zero_grad()
             log, checkpoint, time budget
         score dev -> keep the best (best/ on disk, or in memory)   (--ema: the EMA weights; raw_* scores too)
@@ -15,7 +18,9 @@
 What a trainer does differently comes in as a function (how a step's losses are made, how dev is
 scored) or as Players: GAN-BERT steps two optimizers, the discriminator's (with the encoder) and the
 generator's, each on its own loss. Checkpoints, the guard, the time budget and the distributed
-reductions are the small helpers below; training/checkpointing.py holds the file format.
+reductions are the small helpers below; training/checkpointing.py holds the file format. So are
+the two ways a step's gradients differ from one fp32 backward (Precision): --amp fp16's dynamic loss
+scaling and --accumulate's micro-batches.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from training import checkpointing, distributed, memory
 from training.checkpointing import TrainingStateError
 from training.distributed import World
 from training.ema import EMA
-from training.pcgrad import pcgrad_backward
+from training.pcgrad import TaskGradientSum, pcgrad_backward
 from training.sampling import TaskScheduler
 
 
@@ -49,6 +54,48 @@ class Player:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler | None
     params: list[Tensor]
+
+
+@dataclass
+class Precision:
+    """How a step's gradients are made beyond one fp32 backward (the defaults: exactly that)."""
+    scaler: torch.amp.GradScaler | None = None  # --amp fp16: dynamic loss scaling; None: fp32 or bf16, no scaling
+    accumulate: int = 1  # --accumulate: micro-batches per optimizer step
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # DDP: skip the all-reduce
+
+    @classmethod
+    def of(cls, amp: str, device: str, accumulate: int = 1, no_sync=contextlib.nullcontext,
+           say: Callable = print) -> Precision:
+        """The settings of --amp (resolved: none, bf16 or fp16) and --accumulate on a device."""
+        kind = torch.device(device).type
+        if amp == "fp16" and kind == "cpu":
+            say("note: --amp fp16 on a CPU is emulated, several times slower than fp32 (README, --amp): it is "
+                "there to test the fp16 path; for speed leave out --amp")
+        return cls(torch.amp.GradScaler(kind) if amp == "fp16" else None, accumulate, no_sync)
+
+    def scaled(self, losses: list[Tensor]) -> list[Tensor]:
+        """The losses to differentiate: / N (the micro-batches' gradients add up to the mean), x the
+        fp16 loss scale. The same tensors when there is neither."""
+        if self.accumulate > 1:
+            losses = [loss / self.accumulate for loss in losses]
+        return [self.scaler.scale(loss) for loss in losses] if self.scaler is not None else losses
+
+    def unscale(self, players: list[Player]) -> None:
+        """fp16: the gradients divided back by the scale (before clipping), overflows noted by the scaler."""
+        if self.scaler is not None:
+            for player in players:
+                self.scaler.unscale_(player.opt)
+
+    def overflowed(self, values: dict[str, float]) -> bool:
+        """A non-finite step that is the scaler's to skip: finite losses, an overflow of the scaled
+        gradients. At a scale of 1 or less the gradient itself is not finite: that is the guard's."""
+        return (self.scaler is not None and all(map(math.isfinite, values.values()))
+                and self.scaler.get_scale() > 1.0)
+
+    def update(self) -> None:
+        """fp16: halve the scale after an overflow, double it after growth_interval good steps."""
+        if self.scaler is not None:
+            self.scaler.update()
 
 
 @dataclass
@@ -82,15 +129,16 @@ class Loop:
     save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
     release_every: int = 10  # steps between handing the heap's free pages back (training/memory.py; 0: never)
     ema: EMA | None = None  # --ema: an average of the weights, updated every step; scored, kept and final
+    precision: Precision = field(default_factory=Precision)  # --amp fp16's loss scaling, --accumulate
 
 
 # ----------------------------------------------------------------------------- the step
 
 
 def backward(losses: list[Tensor], players: list[Player], pcgrad: tuple | None = None, world: World = World(),
-             isolate: bool = False) -> None:
+             isolate: bool = False, add: bool = False) -> None:
     """Gradients of the step's losses, into .grad of each player's parameters (isolate: of those
-    parameters only, even with one player)."""
+    parameters only, even with one player; add: to the .grad of an earlier micro-batch, --accumulate)."""
     if pcgrad is not None and len(losses) > 1:
         shared, task_params, generator = pcgrad
         if world.distributed:  # PCGrad projects the global task gradients, which DDP never sees
@@ -104,7 +152,40 @@ def backward(losses: list[Tensor], players: list[Player], pcgrad: tuple | None =
         for k, (loss, player) in enumerate(zip(losses, players)):
             grads = torch.autograd.grad(loss, player.params, retain_graph=k < len(losses) - 1, allow_unused=True)
             for p, g in zip(player.params, grads):
-                p.grad = g  # None (e.g. the pooler under [CLS] pooling): the optimizer skips p
+                # None (e.g. the pooler under [CLS] pooling): the optimizer skips p. Assigned, not added,
+                # except to an earlier micro-batch's gradient (add): a step does not depend on zero_grad
+                if not (add and p.grad is not None):
+                    p.grad = g
+                elif g is not None:
+                    p.grad = p.grad + g
+
+
+def micro_steps(loop: Loop, step_tasks: list[str]) -> dict[str, Tensor]:
+    """The losses of an optimizer step, their gradients in .grad: one batch, or --accumulate N
+    micro-batches whose gradients add up to those of their mean loss. Returns the losses (averaged
+    over the micro-batches). Under DDP only the last micro-batch all-reduces; with PCGrad each task's
+    gradient is summed over the micro-batches and projected once (the distributed reduction too):
+    projecting every micro-batch and summing would not be PCGrad at the full batch."""
+    precision, world, n = loop.precision, loop.world, loop.precision.accumulate
+    if n == 1:
+        losses = loop.losses(step_tasks)
+        backward(precision.scaled(list(losses.values())), loop.players, loop.pcgrad, world)
+        return losses
+    sums = TaskGradientSum(*loop.pcgrad[:2]) if loop.pcgrad is not None and len(step_tasks) > 1 else None
+    mean: dict[str, Tensor] = {}
+    for m in range(n):
+        with precision.no_sync() if m < n - 1 else contextlib.nullcontext():
+            losses = loop.losses(step_tasks)
+            scaled = precision.scaled(list(losses.values()))
+            if sums is not None:
+                sums.add(scaled)
+            else:
+                backward(scaled, loop.players, None, world, add=m > 0)
+        mean = {t: mean.get(t, 0.0) + loss.detach() / n for t, loss in losses.items()}
+    if sums is not None:
+        sums.backward(loop.pcgrad[2], (lambda ts: distributed.all_reduce_mean(ts, world)) if world.distributed
+                      else None)
+    return mean
 
 
 def clip(players: list[Player], max_norm: float) -> list[float]:
@@ -129,7 +210,7 @@ def nonfinite_error(loop: Loop, step: int, values: dict, norms: list[float], ski
     last = loop.out_dir / "last" if loop.out_dir else None
     saved = checkpointing.saved_step(last) if last else None
     where = f"{last} (step {saved}) is intact" if saved is not None else "no checkpoint was saved yet"
-    why = ("--on-nonfinite stop, the default without --amp bf16" if loop.on_nonfinite == "stop" else
+    why = ("--on-nonfinite stop, the default without --amp bf16 or fp16" if loop.on_nonfinite == "stop" else
            f"{skipped} steps skipped, more than --max-skips {loop.max_skips}")
     return SystemExit(f"error: step {step + 1}: the loss or the gradient is not finite ("
                       + ", ".join(f"{t} loss {v}" for t, v in values.items())
@@ -148,20 +229,24 @@ def save_last(loop: Loop, progress: dict) -> None:
         return
     opt_tensors, opt_meta = checkpointing.optimizer_state(loop.players[0].opt)
     tensors = {"model": loop.model.state_dict(), "optimizer": opt_tensors}
-    ema = {}
+    extra = {}
     if loop.ema is not None:
-        tensors["ema"], ema = loop.ema.state_dict(), {"ema_updates": loop.ema.updates}
+        tensors["ema"], extra = loop.ema.state_dict(), {"ema_updates": loop.ema.updates}
+    if loop.precision.scaler is not None:  # fp16: the loss scale and its growth counter (plain numbers)
+        extra["scaler"] = loop.precision.scaler.state_dict()
     checkpointing.save(loop.out_dir / "last", tensors, dict(
-        progress, **loop.extra_state(), **ema, lr_schedule=loop.players[0].sched.state_dict(), optimizer=opt_meta,
+        progress, **loop.extra_state(), **extra, lr_schedule=loop.players[0].sched.state_dict(), optimizer=opt_meta,
         rng=rngs, options=loop.options, world_size=loop.world.world_size))
 
 
 def load_last(last: Path, model, player: Player, generators: dict, world: World, options: dict,
               may_change: set[str], restore: Callable[[dict], None] = lambda state: None,
-              defaults: dict | None = None, ema: EMA | None = None) -> dict:
-    """Restore model, optimizer, schedule, RNGs, the EMA weights and (restore(state)) the trainer's part
-    from last/ (made by save_last); returns its state. defaults: the options' defaults, for options newer
-    than the checkpoint (checkpointing.check_resumable)."""
+              defaults: dict | None = None, ema: EMA | None = None,
+              scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Restore model, optimizer, schedule, RNGs, the EMA weights, the fp16 loss scale and (restore(state))
+    the trainer's part from last/ (made by save_last); returns its state. defaults: the options' defaults,
+    for options newer than the checkpoint (checkpointing.check_resumable). A checkpoint without a scale
+    (written without --amp fp16, which may change on --resume) leaves the scaler at its start."""
     state, tensors = checkpointing.load(last)
     checkpointing.check_resumable(state, options, world.world_size, last, may_change, defaults)
     try:
@@ -171,6 +256,8 @@ def load_last(last: Path, model, player: Player, generators: dict, world: World,
         checkpointing.set_rng_state(state["rng"][world.rank], generators)
         if ema is not None:
             ema.load_state_dict(tensors["ema"], state["ema_updates"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         restore(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
         raise TrainingStateError(f"{last}: the checkpoint does not fit this run ({type(e).__name__}: "
@@ -229,7 +316,7 @@ def fit(loop: Loop, log=None) -> dict:
     state, world, model = loop.state, loop.world, loop.model
     step, best, history = state.get("step", 0), state.get("best"), state.get("history", [])
     best_epoch = state.get("best_epoch")  # the epoch (1-based) whose weights are kept
-    running, skipped = state.get("running", {}), state.get("skipped", 0)
+    running, skipped, overflows = state.get("running", {}), state.get("skipped", 0), state.get("overflows", 0)
     t0 = time.time() - state.get("elapsed", 0.0)
     best_state, stopped = None, False
 
@@ -240,7 +327,8 @@ def fit(loop: Loop, log=None) -> dict:
 
     def progress(phase: int, phase_step: int, order, done: bool = False) -> dict:
         return dict(step=step, phase=phase, phase_step=phase_step, done=done, order=order and order.state_dict(),
-                    running=running, best=best, best_epoch=best_epoch, history=history, skipped=skipped, elapsed=time.time() - t0,
+                    running=running, best=best, best_epoch=best_epoch, history=history, skipped=skipped,
+                    **({"overflows": overflows} if loop.precision.scaler is not None else {}), elapsed=time.time() - t0,
                     log_bytes=log.tell() if log else 0)
 
     start = state.get("phase", 0) if not state.get("done") else len(loop.phases)
@@ -257,8 +345,8 @@ def fit(loop: Loop, log=None) -> dict:
                    desc=f"{loop.desc}epoch {epoch + 1}/{len(loop.phases)} {name}", dynamic_ncols=True)
         for k in bar:
             step_tasks = [t for t, _ in tasks] if loop.pcgrad and len(tasks) > 1 else [next(order)]
-            losses = loop.losses(step_tasks)
-            backward(list(losses.values()), loop.players, loop.pcgrad, world)
+            losses = micro_steps(loop, step_tasks)
+            loop.precision.unscale(loop.players)
             norms = clip(loop.players, loop.clip)
             values, late = agree(loop, losses, t0)
             if all(map(math.isfinite, [*values.values(), *norms])):
@@ -268,6 +356,10 @@ def fit(loop: Loop, log=None) -> dict:
                     player.opt.step()
                 if loop.ema is not None:
                     loop.ema.update(model)
+            elif loop.precision.overflowed(values):  # fp16: expected now and then; the scale halves below
+                overflows += 1
+                record(step=step + 1, skipped="fp16 overflow", total_overflows=overflows,
+                       scale=loop.precision.scaler.get_scale())
             else:  # no update; the step still counts (its batches are used, the LR schedule moves on)
                 skipped += 1
                 record(step=step + 1, skipped="non-finite", total_skipped=skipped, norm=", ".join(map(str, norms)),
@@ -275,6 +367,7 @@ def fit(loop: Loop, log=None) -> dict:
                 if loop.on_nonfinite == "stop" or skipped > loop.max_skips:
                     raise nonfinite_error(loop, step, values, norms, skipped)
                 loop.say(f"step {step + 1}: non-finite loss or gradient, step skipped ({skipped} so far)")
+            loop.precision.update()
             for player in loop.players:
                 player.sched.step()
                 player.opt.zero_grad(set_to_none=True)
@@ -318,4 +411,4 @@ def fit(loop: Loop, log=None) -> dict:
     elif loop.ema is not None:  # nothing was kept (no dev scores, or not rank 0): the average is final
         loop.ema.copy_to(model)
     return {"history": history, "best": best, "best_epoch": best_epoch, "minutes": (time.time() - t0) / 60, "stopped": stopped,
-            "step": step}
+            "step": step, **({"overflows": overflows} if loop.precision.scaler is not None else {})}

@@ -18,7 +18,7 @@ from minbert import AdamW, BertModel, CheckpointError, Tokenizer
 from training import freezing, tasks
 from training.distributed import World
 from training.ema import EMA
-from training.loop import Player
+from training.loop import Player, Precision
 from training.optim import param_groups, warmup_linear
 from training.splits import load_split
 from training.streams import TaskStream
@@ -91,8 +91,10 @@ def build(args, world: World = World()) -> argparse.Namespace:
                              layer_decay=args.layer_decay, weight_decay=args.weight_decay, task_layers=own_layers),
                 lr=args.lr, fused=args.adamw == "fused")
     bs = {t: args.task_batch_size.get(t, args.batch_size) for t in args.tasks}
-    # With R processes a step trains on one global batch of R * batch_size examples (streams.py).
-    n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size)) for t in args.tasks}
+    # With R processes a step trains on one global batch of R * batch_size examples (streams.py); with
+    # --accumulate N on N of them: n_batches counts optimizer steps, so an epoch sees the same examples.
+    n_batches = {t: math.ceil(len(data[t]["train"]) / (bs[t] * world.world_size * args.accumulate))
+                 for t in args.tasks}
     # PCGrad steps see one batch of every task: fewer steps for the same number of examples.
     steps_per_epoch = sum(n_batches.values()) // (len(args.tasks) if args.pcgrad else 1)
     phases = [("multitask", list(n_batches.items()), steps_per_epoch, args.schedule)] * args.epochs
@@ -121,18 +123,24 @@ def build(args, world: World = World()) -> argparse.Namespace:
                               ema=ema)
 
 
-def loop_settings(args) -> dict:
-    """The training-loop settings that come straight from the multitask options (training/loop.Loop)."""
-    on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if args.amp == "bf16" else "stop")
+def loop_settings(args, precision: Precision | None = None) -> dict:
+    """The training-loop settings that come straight from the multitask options (training/loop.Loop).
+    precision: --amp fp16's scaler and --accumulate (made here unless given, e.g. to restore its scale)."""
+    mixed = args.amp in ("bf16", "fp16")
+    on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if mixed else "stop")
     return dict(seed=args.seed, alpha=args.alpha, clip=args.clip, on_nonfinite=on_nonfinite, max_skips=args.max_skips,
-                time_budget=args.time_budget, log_every=args.log_every, device=args.device)
+                time_budget=args.time_budget, log_every=args.log_every, device=args.device,
+                precision=precision or Precision.of(args.amp, args.device, args.accumulate))
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(args):
-    """The context of --amp: bf16 autocast on this device type, or a null context."""
-    if args.amp != "bf16":
+    """The context of --amp: bf16 or fp16 autocast on this device type, or a null context."""
+    if args.amp not in AMP_DTYPES:
         return contextlib.nullcontext
-    return lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
+    return lambda: torch.autocast(torch.device(args.device).type, dtype=AMP_DTYPES[args.amp])
 
 
 def task_output(net, task: str, batch: dict, args) -> torch.Tensor:

@@ -50,18 +50,44 @@ SHARED = {
                                         "(partial files!)"),
     "--max-length": dict(type=int, help="truncate sequences to this many tokens"),
     "--skip-bad-rows": dict(action="store_true", help="skip and count malformed data rows instead of stopping"),
-    "--attn": dict(choices=["manual", "sdpa"], default="sdpa", help="attention implementation (same math)"),
-    "--unpad": dict(action=argparse.BooleanOptionalAction, default=True,
+    # The fast paths are the defaults where their files are present; the student release leaves them out
+    # (minbert.fast_paths_available()), and there the defaults are the teaching path.
+    "--attn": dict(choices=["manual", "sdpa"],
+                   default="sdpa" if (_FAST := __import__("minbert").fast_paths_available()) else "manual",
+                   help="attention implementation (same math): sdpa, PyTorch's fused kernel (minbert/fast.py), or "
+                        "manual, the explicit math; default %(default)s (sdpa where the fast paths are present, "
+                        "manual in the student release, which has no fast.py)"),
+    "--unpad": dict(action=argparse.BooleanOptionalAction, default=_FAST,
                     help="run the token-wise layers on the real tokens only (same values on real tokens, no "
-                         "compute on padding); --no-unpad computes the whole padded batch, as transformers does"),
+                         "compute on padding; minbert/fast.py); --no-unpad computes the whole padded batch, as "
+                         "transformers does. Default: --unpad where the fast paths are present, --no-unpad in the "
+                         "student release, which has no fast.py"),
     "--warmup": dict(type=float, default=0.06, help="fraction of steps with linear LR warm-up (then linear decay)"),
     "--clip": dict(type=float, default=1.0, help="gradient norm clipping (0: off)"),
-    "--adamw": dict(choices=["graded", "fused"], default="fused",
-                    help="fused (default): minbert.AdamW through torch's fused kernel with the coefficients "
-                         "rewritten to the course's update (equal to rounding; a 4-5x faster optimizer step, "
-                         "docs/results/optimizer-bench.txt); graded: the per-parameter update as students write it"),
-    "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..."),
+    "--adamw": dict(choices=["graded", "fused"], default="fused" if _FAST else "graded",
+                    help="fused: minbert.AdamW through torch's fused kernel with the coefficients rewritten to the "
+                         "course's update (minbert/fused_adamw.py; equal to rounding; a 4-5x faster optimizer step, "
+                         "docs/results/optimizer-bench.txt); graded: the per-parameter update as students write it. "
+                         "Default %(default)s (fused where the fast paths are present, graded in the student "
+                         "release, which has no fused_adamw.py)"),
+    "--device": dict(default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="cpu, cuda, cuda:1 ..., or mps (Apple GPUs; fp32 by default)"),
     "--threads": dict(type=int, default=0, help="CPU threads for torch (0: torch's default)"),
+    "--amp": dict(choices=["auto", "none", "bf16", "fp16"],
+                  help="mixed precision (weights and optimizer stay fp32). bf16: bf16 autocast, where the device "
+                       "multiplies bf16 natively (CUDA from Ampere on, a CPU with AVX512-BF16/AMX: training steps "
+                       "2.2-2.4x faster than fp32 on the 2-core AMD EPYC, docs/PERFORMANCE.md). fp16: fp16 autocast "
+                       "with dynamic loss scaling (torch.amp.GradScaler), for CUDA GPUs without native bf16 (T4, "
+                       "V100); on a CPU it is emulated and several times slower than fp32, for tests only. auto: bf16 "
+                       "where it is native, fp16 on other CUDA GPUs, none (fp32) elsewhere, Apple MPS included "
+                       "(README, section on --amp). run_multitask, run_distill and run_mlm default to auto, "
+                       "run_classifier and run_gan to none"),
+    "--accumulate": dict(type=int, default=1, metavar="N",
+                         help="N micro-batches of --batch-size per optimizer step (gradient accumulation): the "
+                              "recipe of batch B on a card that holds only B/N, e.g. --batch-size 8 --accumulate 4 "
+                              "for batch 32. Steps, epochs and the LR schedule count optimizer steps; with PCGrad "
+                              "each task's gradient is summed over the N micro-batches and projected once; under "
+                              "torchrun the gradients are all-reduced once per optimizer step"),
 }
 
 
@@ -109,7 +135,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--layer-decay", type=float, help="layer-wise LR decay: layer l gets lr * decay^(L-l)")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled decay (not on LayerNorm/bias)")
     add_shared(g, "--warmup", "--clip", "--adamw")
-    g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun)")
+    g.add_argument("--batch-size", type=int, help="examples per batch, every task (per process under torchrun; "
+                                                  "per micro-batch with --accumulate)")
+    add_shared(g, "--accumulate")
     g.add_argument("--task-batch-size", type=lambda s: task_values(s, int), default={}, help="per task, e.g. quora=64")
     g.add_argument("--loss-weights", type=task_values, default={}, help="per task loss weights, e.g. sts=2")
     g.add_argument("--sts-loss", choices=list(tasks.TASKS["sts"].losses), default="mse",
@@ -151,10 +179,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "(docs/results/quality/rdrop-step-cost.txt). Fixed for a run (not changeable on --resume)")
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
-    g.add_argument("--amp", choices=["auto", "none", "bf16"],
-                   help="bf16 autocast (weights and optimizer stay fp32): on CUDA, or on a CPU with native bf16 "
-                        "(AVX512-BF16/AMX), where training steps were 2.2-2.4x faster than fp32 (docs/PERFORMANCE.md); "
-                        "auto (the presets): bf16 where the device has it natively, else none")
+    add_shared(g, "--amp")  # no default here: the preset's (auto)
     g.add_argument("--seed", type=int, default=11711, help="same seed, same result on CPU")
     g.add_argument("--time-budget", type=float,
                    help="stop training after this many minutes, then evaluate and predict (default: no limit; "
@@ -171,7 +196,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="start again in an --out-dir that holds an earlier run")
     g.add_argument("--on-nonfinite", choices=["auto", "skip", "stop"], default="auto",
-                   help="a NaN/Inf loss or gradient: skip the step, or stop (auto: skip with --amp bf16, else stop)")
+                   help="a NaN/Inf loss or gradient: skip the step, or stop (auto: skip with --amp bf16 or fp16, "
+                        "else stop). With fp16 an overflow of the loss-scaled gradients is the scaler's own skip "
+                        "(the scale halves): counted and logged apart, never a failure")
     g.add_argument("--max-skips", type=int, default=20, help="with skipping: stop after this many skipped steps")
     return p
 
@@ -206,6 +233,7 @@ def problems(args) -> list[str]:
         ("--max-skips", args.max_skips, args.max_skips >= 0, "0 or more"),
         ("--ema", args.ema, 0 <= args.ema < 1, "0 (off) or a decay in (0, 1), e.g. 0.999"),
         ("--rdrop", args.rdrop, args.rdrop >= 0, "0 (off) or a positive weight, e.g. 1"),
+        ("--accumulate", args.accumulate, args.accumulate >= 1, "at least 1 (1: no accumulation)"),
     ]:
         if not ok:
             out.append(f"{flag} {value}: must be {want}")
@@ -223,12 +251,7 @@ def problems(args) -> list[str]:
     bad = [t for t in filter(None, args.freeze_head.split(",")) if t not in list(tasks.TASKS)]
     if bad:
         out.append(f"--freeze-head: unknown task(s) {bad}; choose from {','.join(list(tasks.TASKS))}")
-    out += device_problems(args.device)
-    if args.amp == "bf16" and args.device == "cpu" and not cpu_has_bf16():
-        out.append("--amp bf16 on CPU needs native bf16 matrix units (AVX512-BF16 or AMX), which this CPU lacks: "
-                   "emulated bf16 is slower than fp32. Leave out --amp, or use --device cuda")
-    elif args.amp == "bf16" and not (args.device.startswith("cuda") or args.device == "cpu"):
-        out.append(f"--amp bf16 is for cuda or cpu devices, not {args.device}")
+    out += device_problems(args.device) or amp_problems(args.amp, args.device)
     no_divergence = [t for t in args.tasks if t in tasks.TASKS and tasks.TASKS[t].divergence is None]
     if args.rdrop and no_divergence:
         out.append(f"--rdrop: task(s) {no_divergence} have no divergence in training/tasks.py's table; add one "
@@ -244,6 +267,29 @@ def cpu_has_bf16() -> bool:
     """True if this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX tiles). There, oneDNN's
     bf16 GEMMs run several times faster than fp32 ones (docs/PERFORMANCE.md); elsewhere bf16 is emulated."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def auto_amp(device: str) -> str:
+    """What --amp auto picks on a (valid) device: bf16 where the device multiplies it natively, fp16 on
+    the other CUDA GPUs (T4, V100: their bf16 is emulated, slower than fp16 with loss scaling), and none
+    (fp32) elsewhere: a CPU without bf16 units, and Apple MPS, where fp32 is the recipe that was checked
+    (--amp fp16 can be asked for there)."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        with torch.cuda.device(d):  # the run's own GPU, not the current one
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "bf16" if d.type == "cpu" and cpu_has_bf16() else "none"
+
+
+def amp_problems(amp: str, device: str) -> list[str]:
+    """What is wrong with --amp (after auto is resolved) on a valid --device."""
+    kind = torch.device(device).type
+    if amp == "bf16" and kind == "cpu" and not cpu_has_bf16():
+        return ["--amp bf16 on CPU needs native bf16 matrix units (AVX512-BF16 or AMX), which this CPU lacks: "
+                "emulated bf16 is slower than fp32. Leave out --amp, or use --device cuda"]
+    if amp in ("bf16", "fp16") and kind not in ("cuda", "cpu", "mps"):
+        return [f"--amp {amp} is for cuda, mps or cpu devices, not {device}"]
+    return []
 
 
 def device_problems(device: str) -> list[str]:
@@ -281,8 +327,7 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
             setattr(args, k, v)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.amp == "auto" and not device_problems(args.device):
-        native = args.device.startswith("cuda") or (args.device == "cpu" and cpu_has_bf16())
-        args.amp = "bf16" if native else "none"
+        args.amp = auto_amp(args.device)
     found = problems(args)
     if found:
         p.error("; ".join(found))

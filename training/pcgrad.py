@@ -102,8 +102,15 @@ def pcgrad_backward(
                                  "each parameter must be either shared or owned by exactly one task")
             seen[id(p)] = where
 
-    # Per-task gradients: shared part flattened into one (D,) vector, head part kept per parameter.
-    n_shared = len(shared_params)
+    flat, touched, head_grads = task_gradients(losses, shared_params, task_params)
+    add_projected(pcgrad_project(flat, generator), shared_params, touched, task_params, head_grads)
+
+
+def task_gradients(losses: list[Tensor], shared_params: list[Tensor], task_params: list[list[Tensor]]
+                   ) -> tuple[list[Tensor], list[bool], list[tuple]]:
+    """Per-task gradients (the graph is freed): the shared part flattened into one float32 (D,) vector
+    per task, whether any task reaches each shared parameter, and each task's own parameters' gradients."""
+    K, n_shared = len(losses), len(shared_params)
     flat, touched, head_grads = [], [False] * n_shared, []
     for k, loss in enumerate(losses):
         params = shared_params + task_params[k]
@@ -118,8 +125,13 @@ def pcgrad_backward(
                 pieces.append(g.detach().reshape(-1).float())
         flat.append(torch.cat(pieces))  # (D,)
         head_grads.append(gs[n_shared:])
+    return flat, touched, head_grads
 
-    total = pcgrad_project(flat, generator)  # (D,)
+
+def add_projected(total: Tensor, shared_params: list[Tensor], touched: list[bool], task_params: list[list[Tensor]],
+                  head_grads: list[tuple]) -> None:
+    """total (D,), the sum of the projected gradients, into .grad of the shared parameters some task
+    reaches; each task's own gradients into its own parameters."""
     offset = 0
     for n, p in enumerate(shared_params):
         if touched[n]:
@@ -129,3 +141,36 @@ def pcgrad_backward(
         for p, g in zip(ps, gs):
             if g is not None:
                 _add_grad(p, g)
+
+
+class TaskGradientSum:
+    """Each task's gradient summed over the micro-batches of one optimizer step (--accumulate), then
+    projected once: PCGrad of the full batch's task gradients, which is not the sum of the micro-batches'
+    projections (the projection is not linear). Every micro-batch's losses must be the same K tasks."""
+
+    def __init__(self, shared_params: list[Tensor], task_params: list[list[Tensor]]):
+        self.shared, self.task_params = list(shared_params), [list(ps) for ps in task_params]
+        self.flat: list[Tensor] | None = None  # K x (D,) float32
+        self.touched = [False] * len(self.shared)
+        self.heads: list[list[Tensor | None]] | None = None  # per task, per own parameter
+
+    def add(self, losses: list[Tensor]) -> None:
+        """One micro-batch: its K task losses, differentiated (the graph is freed)."""
+        flat, touched, heads = task_gradients(losses, self.shared, self.task_params)
+        self.touched = [a or b for a, b in zip(self.touched, touched)]
+        if self.flat is None:
+            self.flat, self.heads = flat, [list(gs) for gs in heads]
+            return
+        self.flat = [a + b for a, b in zip(self.flat, flat)]
+        self.heads = [[a if b is None else b if a is None else a + b for a, b in zip(old, new)]
+                      for old, new in zip(self.heads, heads)]
+
+    def backward(self, generator: torch.Generator | None = None, reduce=None) -> None:
+        """Project the sums into .grad, as pcgrad_backward does. reduce: the tensors (the K sums, then
+        the own parameters' gradients) -> their means over the processes, once per optimizer step."""
+        heads = [g for gs in self.heads for g in gs if g is not None]
+        if reduce is not None:
+            reduced = iter(reduce([*self.flat, *heads]))
+            self.flat = [next(reduced) for _ in self.flat]
+            self.heads = [[None if g is None else next(reduced) for g in gs] for gs in self.heads]
+        add_projected(pcgrad_project(self.flat, generator), self.shared, self.touched, self.task_params, self.heads)

@@ -27,8 +27,9 @@ from heads.sentiment import POOLINGS, SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
 from minbert.safetensors import save_safetensors
 from training import checkpointing, freezing, tasks
-from training.options import add_shared, device_problems
-from training.loop import Loop, Player, fit
+from training.options import add_shared, amp_problems, auto_amp, device_problems
+from training.loop import Loop, Player, Precision, fit
+from training.multitask import autocast
 from training.optim import param_groups, warmup_linear
 from training.splits import NUM_CLASSES, labelled_subset, load_sentences
 from training.streams import TaskStream
@@ -69,11 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise LR decay in finetune mode (1: off)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW decoupled weight decay (not on LayerNorm/bias)")
-    g.add_argument("--batch-size", type=int, default=16, help="sentences per training batch")
-    add_shared(g, "--warmup", "--clip", "--adamw")
+    g.add_argument("--batch-size", type=int, default=16,
+                   help="sentences per training batch (per micro-batch with --accumulate)")
+    add_shared(g, "--warmup", "--clip", "--adamw", "--accumulate")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=11711, help="model init, batch order and the labelled subset")
     add_shared(g, "--device", "--threads")
+    add_shared(g, "--amp", amp="none")
     g.add_argument("--out-dir", default="runs/classifier", help="checkpoint (model.safetensors) and the JSON record")
     g.add_argument("--predictions-dir", default="predictions", help="where {task}-{dev,test}-output.csv go")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json)")
@@ -83,9 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.lr = DEFAULT_LR[args.mode]
     if not 0.0 < args.labelled_fraction <= 1.0:
         p.error(f"--labelled-fraction must be in (0, 1], got {args.labelled_fraction}")
-    if args.batch_size < 1 or args.epochs < 1 or (args.steps is not None and args.steps < 1):
-        p.error("--batch-size, --epochs and --steps must be at least 1")
+    if min(args.batch_size, args.epochs, args.accumulate) < 1 or (args.steps is not None and args.steps < 1):
+        p.error("--batch-size, --epochs, --steps and --accumulate must be at least 1")
     for problem in device_problems(args.device):
+        p.error(problem)
+    args.amp = auto_amp(args.device) if args.amp == "auto" else args.amp
+    for problem in amp_problems(args.amp, args.device):
         p.error(problem)
     return args
 
@@ -118,7 +124,7 @@ def main(argv=None) -> dict:
         freezing.freeze_encoder(model.encoder)
     opt = AdamW(param_groups(model.encoder, {"head": model.head}, lr=args.lr, layer_decay=args.layer_decay,
                              weight_decay=args.weight_decay), lr=args.lr, fused=args.adamw == "fused")
-    n_batches = math.ceil(len(data["train"]) / args.batch_size)
+    n_batches = math.ceil(len(data["train"]) / (args.batch_size * args.accumulate))  # optimizer steps
     total = args.steps or args.epochs * n_batches
     player = Player(opt, warmup_linear(opt, int(args.warmup * total), total), list(model.parameters()))
     print(f"{len(data['train'])} of {n_all} training examples labelled; {freezing.count_trainable(model):,} "
@@ -133,7 +139,8 @@ def main(argv=None) -> dict:
     def losses(_) -> dict:
         batch, _ = next(stream)
         b = to_device(batch, args.device)
-        return {"loss": tasks.TASKS["sst"].loss(model(b["inputs"]), b["labels"])}  # cross-entropy
+        with autocast(args)():
+            return {"loss": tasks.TASKS["sst"].loss(model(b["inputs"]), b["labels"])}  # cross-entropy
 
     def score() -> tuple[float, dict]:
         _, preds, labels = predict(model, data["dev"], tok.pad_id, args.device)
@@ -144,7 +151,9 @@ def main(argv=None) -> dict:
     phases = [(args.task, [(args.task, n_batches)], min(n_batches, total - s), "round_robin")
               for s in range(0, total, n_batches)]
     result = fit(Loop(model, [player], phases, losses, score, train_mode=train_mode, seed=args.seed, clip=args.clip,
-                      log_every=1, smoothing=0.0))  # keeps the best epoch's weights in memory and loads them
+                      log_every=1, smoothing=0.0, on_nonfinite="skip" if args.amp != "none" else "stop", max_skips=20,
+                      precision=Precision.of(args.amp, args.device, args.accumulate)))
+    # (fit keeps the best epoch's weights in memory and loads them)
 
     for split in ("dev", "test"):
         ids, preds, _ = predict(model, data[split], tok.pad_id, args.device)

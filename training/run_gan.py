@@ -34,14 +34,15 @@ import numpy as np
 import torch
 
 from data.batching import clamp_max_length, collate, to_device
-from heads.pooling import cls_pool, mean_pool
+from heads.sentiment import SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
 from training import checkpointing, plots, tasks
 from training.gan import (Discriminator, Generator, collapse_ratios, conditioning_score, fit_probe, gan_losses,
                           probe_predict, supervised_loss)
-from training.loop import Loop, Player, fit
+from training.loop import Loop, Player, Precision, fit
+from training.multitask import autocast
 from training.optim import param_groups, warmup_linear
-from training.options import add_shared
+from training.options import add_shared, amp_problems, auto_amp, device_problems
 from training.splits import NUM_CLASSES, labelled_subset, load_sentences
 from training.streams import TaskStream
 
@@ -94,9 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--g-lr", type=float,
                    help="learning rate of G (default: --head-lr). Below D's, the two time-scale update rule "
                         "(Heusel et al. 2017): D keeps up with G, so G cannot park its samples where D calls them real")
-    add_shared(g, "--warmup", "--clip", "--adamw", warmup=0.1)  # --clip: per player
+    add_shared(g, "--warmup", "--clip", "--adamw", "--accumulate", warmup=0.1)  # --clip: per player
     g = p.add_argument_group("run")
     add_shared(g, "--device", "--threads")
+    add_shared(g, "--amp", amp="none")  # both players' losses share the fp16 scale
     g.add_argument("--log-every", type=int, default=100, help="steps between loss lines")
     g.add_argument("--out-dir", default="runs/gan", help="JSON records, plots, predictions of a single run")
     g.add_argument("--json", help="path of the JSON record (default: OUT_DIR/result.json or OUT_DIR/sweep.json)")
@@ -111,8 +113,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--methods: unknown {bad}; choose from {','.join(METHODS)}")
     if not all(0 < f <= 1 for f in [*args.fractions, args.labelled]):
         p.error("labelled fractions must lie in (0, 1]")
-    if min(args.steps, args.batch_size, args.plot_samples, args.probe_fakes, args.probe_steps) < 1:
-        p.error("--steps, --batch-size, --plot-samples, --probe-fakes and --probe-steps must be at least 1")
+    if min(args.steps, args.batch_size, args.plot_samples, args.probe_fakes, args.probe_steps, args.accumulate) < 1:
+        p.error("--steps, --batch-size, --plot-samples, --probe-fakes, --probe-steps and --accumulate must be at least 1")
+    if found := device_problems(args.device):
+        p.error(found[0])
+    args.amp = auto_amp(args.device) if args.amp == "auto" else args.amp
+    if found := amp_problems(args.amp, args.device):
+        p.error(found[0])
     if args.probe_train < 0:
         p.error("--probe-train must be 0 (every training sentence) or positive")
     args.unlabelled_batch_size = args.unlabelled_batch_size or args.batch_size
@@ -135,12 +142,14 @@ def embed_all(encoder: BertModel, encoded: list[dict], pad_id: int, pooling: str
 
 
 def pool(encoder: BertModel, inputs: dict, pooling: str, device) -> torch.Tensor:
+    """Sentence vectors (B, C), pooled as the sentiment head pools them: SentimentHead itself (the
+    course's step 7) with its classifier taken off."""
     inputs = to_device(inputs, device)
     out = encoder(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
-    if pooling == "pooler":
-        return out["pooler_output"]
-    h = out["last_hidden_state"]  # (B, T, C)
-    return cls_pool(h) if pooling == "cls" else mean_pool(h, inputs["attention_mask"])
+    with torch.random.fork_rng(devices=[]):  # building the head's classifier must not move the run's random stream
+        head = SentimentHead(encoder.config.hidden_size, pooling=pooling)
+    head.classifier = torch.nn.Identity()
+    return head(out["last_hidden_state"], inputs["attention_mask"], pooler_output=out["pooler_output"])
 
 
 def load(args) -> dict:
@@ -206,6 +215,10 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
     stats: dict = {}
 
     def losses(_) -> dict:
+        with autocast(args)():
+            return step_losses()
+
+    def step_losses() -> dict:
         li = lab_stream.next_indices()[0]
         idx = li + (unl_stream.next_indices()[0] if unl_stream else [])
         h = embeddings("train", idx, train=True)  # (B, C)
@@ -229,7 +242,8 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
 
     fit(Loop(encoder or D, players, [(method, [(method, args.steps)], args.steps, "round_robin")], losses,
              train_mode=lambda: None, on_step=on_step, seed=seed, clip=args.clip, log_every=args.log_every,
-             desc=f"{method} {fraction:g} seed {seed} "))
+             desc=f"{method} {fraction:g} seed {seed} ", on_nonfinite="skip" if args.amp != "none" else "stop",
+             max_skips=20, precision=Precision.of(args.amp, args.device, args.accumulate)))
 
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()

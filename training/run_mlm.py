@@ -33,11 +33,11 @@ from data.batching import clamp_max_length, encode_examples
 from data.datasets import DataError, TASKS, all_files, find_data_dir, load_task
 from minbert import AdamW, BertModel, CheckpointNotFound, Tokenizer
 from training import checkpointing, splits
-from training.loop import Loop, Player, fit, stop_on_sigterm
+from training.loop import Loop, Player, Precision, fit, stop_on_sigterm
 from training.mlm import MaskedLM, mask_tokens, mlm_loss
-from training.multitask import load_checkpoint
+from training.multitask import AMP_DTYPES, load_checkpoint
 from training.optim import param_groups, warmup_linear
-from training.options import add_shared, cpu_has_bf16, device_problems
+from training.options import add_shared, amp_problems, auto_amp, device_problems
 from training.streams import TaskStream
 
 SOURCES = ("sst", "quora", "sts")  # the multitask model's data sets; their training split only
@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--head-lr", type=float, default=1e-3,
                    help="peak learning rate of the head's fresh transform and bias (they start from random)")
     g.add_argument("--mask-rate", type=float, default=0.15, help="fraction of the tokens chosen for prediction")
-    g.add_argument("--batch-size", type=int, default=32, help="sentences per step")
+    g.add_argument("--batch-size", type=int, default=32, help="sentences per step (per micro-batch with --accumulate)")
+    add_shared(g, "--accumulate")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay (not on LN/bias)")
     g.add_argument("--warmup-steps", type=int,
                    help="steps of linear LR warm-up from 0 (default: 100, or a tenth of --steps if that is fewer)")
@@ -66,9 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=11711, help="initialisation of the head, batch order and the masks")
     add_shared(g, "--device", "--threads", "--attn", "--unpad")
-    g.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
-                   help="bf16 autocast where the device has native bf16 (CUDA, AVX512-BF16/AMX CPUs); auto: there "
-                        "only, else fp32")
+    add_shared(g, "--amp", amp="auto")
     g.add_argument("--log-every", type=int, default=25, help="steps between points of the loss curve in mlm.json")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
@@ -82,15 +81,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
         ("--warmup-steps", args.warmup_steps, args.warmup_steps is None or args.warmup_steps >= 0, "0 or more"),
         ("--log-every", args.log_every, args.log_every >= 1, "at least 1"),
+        ("--accumulate", args.accumulate, args.accumulate >= 1, "at least 1 (1: no accumulation)"),
     ] if not ok] + device_problems(args.device)
     if args.warmup_steps is None:
         args.warmup_steps = min(100, args.steps // 10) if args.steps else 100
     elif args.steps is not None and args.warmup_steps > args.steps:
         problems.append(f"--warmup-steps {args.warmup_steps} is more than --steps {args.steps}")
-    if args.amp == "auto" and not device_problems(args.device):
-        args.amp = "bf16" if args.device.startswith("cuda") or (args.device == "cpu" and cpu_has_bf16()) else "none"
-    if args.amp == "bf16" and args.device == "cpu" and not cpu_has_bf16():
-        problems.append("--amp bf16 on CPU needs native bf16 (AVX512-BF16 or AMX), which this CPU lacks; leave it out")
+    if not device_problems(args.device):
+        args.amp = auto_amp(args.device) if args.amp == "auto" else args.amp
+        problems += amp_problems(args.amp, args.device)
     if problems:
         p.error("; ".join(problems))
     return args
@@ -148,7 +147,7 @@ def main(argv=None) -> dict:
     model.encoder.pooler.requires_grad_(False)  # MLM never reads the pooler: leave it as the checkpoint has it
     opt = AdamW(param_groups(model.encoder, {"mlm": model.head}, lr=args.lr, weight_decay=args.weight_decay,
                              head_lr=args.head_lr), lr=args.lr, fused=args.adamw == "fused")
-    n_batches = math.ceil(len(corpus) / args.batch_size)
+    n_batches = math.ceil(len(corpus) / (args.batch_size * args.accumulate))  # optimizer steps per pass
     if args.steps:
         sched = warmup_linear(opt, args.warmup_steps, args.steps)
         passes = math.ceil(args.steps / n_batches)
@@ -161,7 +160,7 @@ def main(argv=None) -> dict:
     stream = TaskStream(corpus, args.batch_size, tok.pad_id, args.seed)
     masks = torch.Generator().manual_seed(args.seed)  # the masks' own stream: independent of dropout
     special = [tok.cls_id, tok.sep_id, tok.pad_id]
-    amp = ((lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)) if args.amp == "bf16"
+    amp = ((lambda: torch.autocast(torch.device(args.device).type, dtype=AMP_DTYPES[args.amp])) if args.amp in AMP_DTYPES
            else contextlib.nullcontext)
 
     def losses(_) -> dict:
@@ -186,8 +185,8 @@ def main(argv=None) -> dict:
           + (f"{args.minutes:g} minutes" if args.minutes else ""))
     loop = Loop(model, [Player(opt, sched, [p for p in model.parameters() if p.requires_grad])], phases, losses,
                 seed=args.seed, clip=args.clip, time_budget=args.minutes, on_step=on_step, device=args.device,
-                log_every=args.log_every, on_nonfinite="skip" if args.amp == "bf16" else "stop",
-                max_skips=20)
+                log_every=args.log_every, on_nonfinite="skip" if args.amp in AMP_DTYPES else "stop",
+                max_skips=20, precision=Precision.of(args.amp, args.device, args.accumulate))
     try:
         result = fit(loop)
     except KeyboardInterrupt:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
+from minbert.safetensors import DiskFullError
 from training import checkpointing, distributed, options, tasks
-from training.loop import Loop, fit, load_last, open_log, stop_on_sigterm
+from training.loop import Loop, Precision, fit, load_last, open_log, stop_on_sigterm
 from training.multitask import aux_output, build, dev_score, loop_settings, rdrop_loss, task_output, write_predictions
 from training.profiling import step_profiler
 
@@ -39,6 +40,7 @@ def prepare(args, world):
     say(f"loading {args.model} and the data ({', '.join(args.tasks)}) ...")
     run = build(args, world)
     run.state, run.say = {}, say
+    run.precision = Precision.of(args.amp, args.device, args.accumulate, say=say)  # resume restores its scale
     last = Path(args.out_dir) / "last"
 
     def restore_streams(state: dict) -> None:
@@ -47,7 +49,8 @@ def prepare(args, world):
 
     if args.resume and checkpointing.exists(last):
         run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS, restore_streams, options.defaults(), run.ema)
+                              options.RUNTIME_OPTIONS, restore_streams, options.defaults(), run.ema,
+                              run.precision.scaler)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
@@ -77,6 +80,10 @@ def main(argv=None) -> dict:
         except (OSError, ValueError) as e:  # DataError, CheckpointError, TrainingStateError, safetensors, ...
             raise SystemExit(input_error(e)) from None
         return train_and_predict(run, args, world)
+    except DiskFullError as e:  # a save did not fit: it left nothing behind, the last whole checkpoint stays
+        saved = checkpointing.saved_step(Path(args.out_dir) / "last")
+        raise SystemExit(f"error: {e}. The last checkpoint" + (f" (step {saved})" if saved is not None else "")
+                         + " is intact: free the space, then run the same command with --resume") from None
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: checkpoints are written atomically, so the last one is whole
         saved = checkpointing.saved_step(Path(args.out_dir) / "last")
         print("\ninterrupted; to continue, run the same command with --resume"
@@ -89,6 +96,7 @@ def main(argv=None) -> dict:
 def train_and_predict(run, args, world) -> dict:
     model, streams, say = run.model, run.streams, run.say
     net = distributed.wrap(model, world, args.device)
+    run.precision.no_sync = lambda: distributed.no_sync(net)  # --accumulate: one all-reduce per optimizer step
 
     def losses(step_tasks: list[str]) -> dict:
         out = {}
@@ -107,13 +115,14 @@ def train_and_predict(run, args, world) -> dict:
 
     loop = Loop(model, [run.player], run.phases, losses, lambda: dev_score(model, run.data, args, run.tok.pad_id, say),
                 pcgrad=run.pcgrad, out_dir=Path(args.out_dir), save_every=args.save_every, options=vars(args),
-                world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args),
+                world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args, run.precision),
                 extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
                 save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]),
                 on_step=step_profiler(args.profile, say=say) if args.profile else None, ema=run.ema)
     log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
-        f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else ""))
+        f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else "")
+        + (f"; {args.accumulate} micro-batches per step" if args.accumulate > 1 else ""))
     say(f"time budget: training stops after {args.time_budget:g} min, then the run evaluates and predicts"
         if args.time_budget else "no time budget: the run trains every step (--time-budget MINUTES stops it "
         "earlier); the progress bar shows the time left")

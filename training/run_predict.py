@@ -30,6 +30,7 @@ from data.datasets import load_cfimdb, load_quora, load_sst, load_sts
 from heads.multitask import MultitaskBert, read_run
 from minbert import Tokenizer
 from training import tasks
+from training.options import device_problems
 from training.tasks import TASKS, predictions, write_predictions
 
 LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts, "cfimdb": load_cfimdb}  # by data set
@@ -46,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, help="write the course's prediction file here (needs --input)")
     p.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
     p.add_argument("--max-length", type=int, help="truncate to this many tokens (default: the run's)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ..., mps")
     args = p.parse_args(argv)
     if args.input and args.sentences:
         p.error("give sentences on the command line or --input FILE, not both")
@@ -56,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_length is not None and args.max_length < 4:
         p.error(f"--max-length {args.max_length}: must be at least 4 ([CLS] a [SEP] b [SEP])")
+    for problem in device_problems(args.device):  # cuda and mps that this machine lacks, unknown devices
+        p.error(problem)
     return args
 
 
@@ -115,8 +118,8 @@ def predict(args) -> dict:
         raise ValueError(f"the run in {info['directory']} was trained on {', '.join(info['tasks'])}, not {args.task}: "
                          f"its {args.task} head is untrained. Use --task {' or --task '.join(info['tasks'])}, or "
                          f"train with --tasks including {args.task}")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if device_problems(args.device):  # predict() called without parse_args
+        raise ValueError(device_problems(args.device)[0])
     model = MultitaskBert.from_run(info["directory"]).to(args.device)
     tok = Tokenizer.from_pretrained(info["directory"])
     if args.input:
