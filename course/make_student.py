@@ -35,10 +35,6 @@ END_RE = re.compile(r"^(?P<indent>[ \t]*)" + re.escape(END) + r"[ \t]*$")
 DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
 DEFAULT_ZIP = Path("autograder.zip beside the release")  # --gradescope with no value
 PUBLIC_SEED = 20261207  # the release's public checks: fixed, so every student sees the same inputs
-# Measured on the release's teaching path with every step solved (docs/results/release/README.md has the
-# commands and the raw logs).
-RELEASE_TIMES = ["What to expect on a 2-core CPU once every step is solved (measured on the release itself,",
-                 "docs of the course): see the course staff's notes."]
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "predictions",
              "out", "build", "dist", "student", ".whl"}
 
@@ -193,11 +189,11 @@ def make_student(root: str | Path, out: str | Path, force: bool = False,
     write_public(out / "course" / "public", list(plan.steps), PUBLIC_SEED,
                  {n: plan.hidden(n) for n in plan.steps})
     (out / "course" / "assignment.json").write_text(plan.to_json())
-    if (root / "README.md").is_file():
-        shutil.copy2(root / "README.md", out / "PROJECT.md")
+    from .handout import project  # the students' view of the project, not the instructors' README.md
+    (out / "PROJECT.md").write_text(project(), encoding="utf-8")
     if (root / "requirements.txt").is_file():
         (out / "requirements.txt").write_text(student_requirements((root / "requirements.txt").read_text()))
-    (out / "README.md").write_text(student_readme(fences, (out / "PROJECT.md").exists()), encoding="utf-8")
+    (out / "README.md").write_text(student_readme(fences, (out / "PROJECT.md").exists(), plan), encoding="utf-8")
     return fences
 
 
@@ -217,53 +213,9 @@ def student_requirements(text: str) -> str:
     return "\n".join(keep).strip() + "\n"
 
 
-def student_readme(fences: list[Fence], has_project_readme: bool) -> str:
-    todo: dict[int | None, list[str]] = {}
-    for f in fences:
-        where = f"`{f.path}`" + (f" `{f.function}`" if f.function else "")
-        todo.setdefault(f.step, []).append(f"{where}: {f.label.split(': ', 1)[-1]}")
-    rows = [f"| {s.number} | {s.name} | {s.points:g} | `-k step{s.number:02d}` | {s.description.replace('|', chr(92) + '|')} |"
-            for s in STEPS]
-    total = sum(s.points for s in STEPS)
-    parts = ["# minBERT assignment", "",
-             "Build BERT from scratch. Each step below is a piece of code to write: find the",
-             "`raise NotImplementedError(\"step N: ...\")` lines and replace each with your implementation.",
-             "Keep the function signatures; docstrings and comments around them say what to compute.", "",
-             "| step | name | points | debug with | what |", "|---|---|---|---|---|", *rows,
-             f"| | **total** | **{total:g}** | | |", "", "## Where to write code", ""]
-    for step in sorted(todo, key=lambda n: (n is None, n or 0)):
-        parts.append(f"- step {step}:" if step is not None else "- not graded yet (later steps):")
-        parts += [f"  - {t}" for t in todo[step]]
-    parts += ["", "## Checking your work", "", "```bash",
-              "python -m course.grade                 # every step, with a score table",
-              "python -m course.grade --steps 1,2     # only some steps",
-              "python -m pytest tests/graded -k step01            # one step, every failure in full",
-              "python -m pytest tests/graded -k step01 --pdb --raise   # stop in your code at the exception",
-              "python -m course.submit                # submission.zip: your graded files (+ predictions/)",
-              "```", "",
-              "Each step is graded separately, on fresh random inputs each time: points x (tests passed /",
-              "tests in the step). A crash or a hang costs only that step. The failure messages say what was",
-              "expected and where your output differs. Later steps build on earlier ones (step 5 runs your",
-              "whole model). Here the grader judges against the stored public checks in course/public/ (fixed",
-              "inputs, the same for everyone); the course's autograder uses fresh secret inputs.", "",
-              "## This release: your code is the code that runs", "",
-              "The trainers run on what you write: your attention, your layer, your AdamW. The project's fast",
-              "paths (PyTorch's fused attention, skipping padded tokens, a fused AdamW kernel) would compute",
-              "those steps for you, so this release leaves them out, and its defaults are",
-              "`--attn manual --no-unpad --adamw graded`. Asking for a fast path (`--attn sdpa`, `--unpad`,",
-              "`--adamw fused`) falls back to your code and says so once.", "",
-              *RELEASE_TIMES, "",
-              "## Rules", "",
-              "- Write code only where a step raises NotImplementedError; do not edit tests/ or course/.",
-              "- Do not import transformers (or copy its code) in minbert/: the point is to write it yourself.",
-              "- No library call that does a step for you: while a step is graded, F.scaled_dot_product_attention",
-              "  and nn.MultiheadAttention (step 1), torch.optim.Adam/AdamW and their kernels (step 6), and",
-              "  transformers (every step) raise an error that fails the test. torch.softmax, torch.matmul, F.linear",
-              "  and the like are fine.",
-              "- Your own work: discuss ideas, but do not share code.", ""]
-    if has_project_readme:
-        parts += ["The project's own overview is in PROJECT.md.", ""]
-    return "\n".join(parts)
+def student_readme(fences: list[Fence], has_project_readme: bool, plan: assignment.Assignment | None = None) -> str:
+    from .handout import readme  # the assignment handout (course/handout.py, instructors only)
+    return readme(fences, has_project_readme, steps=None if plan is None else plan.table())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ STEPS: list[Step] = [
     Step(5, "Loading a pretrained checkpoint", 5,
          "from_pretrained / save_pretrained reproduce the reference outputs (needs steps 1-4)"),
     Step(6, "AdamW", 15,
-         "Adam moments, bias correction and decoupled weight decay; the course test vector",
+         "Adam moments, bias correction and decoupled weight decay, per parameter group",
          {"minbert/optimizer.py": {
              "update": "one AdamW update: moments, bias-corrected step, decoupled weight decay"}}),
     Step(7, "Sentiment classifier", 10,
