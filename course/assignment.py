@@ -31,6 +31,7 @@ class Assignment:
     steps: tuple[int, ...]                               # graded, in table order
     points: dict[int, float] = field(default_factory=dict)   # step -> points (all steps)
     visibility: dict[str, str] = field(default_factory=dict)  # "N.test" -> anything but visible
+    large: bool = False  # the larger-piece assignment: course/steps.py's LARGE fences are stubbed too
 
     def table(self, numbers: list[int] | None = None) -> list[Step]:
         """The graded steps (or these of them), with this assignment's points."""
@@ -51,19 +52,25 @@ class Assignment:
 
     def to_json(self) -> str:
         return json.dumps({"steps": list(self.steps), "points": {str(k): v for k, v in self.points.items()},
-                           "visibility": self.visibility}, indent=1) + "\n"
+                           "visibility": self.visibility, "pieces": "large" if self.large else "standard"},
+                          indent=1) + "\n"
 
 
 def default() -> Assignment:
     return Assignment(tuple(s.number for s in STEPS), {s.number: s.points for s in STEPS}, {})
 
 
-def current() -> Assignment:
-    """The assignment this tree grades: course/assignment.json where make_student wrote one, else every step."""
-    if not RESOLVED.is_file():
+def current(root: Path | None = None) -> Assignment:
+    """The assignment graded: the graded tree's course/assignment.json (a release), else this checker's
+    (the autograder's), else every step with the table's points (this repository)."""
+    for path in ([Path(root) / "course" / "assignment.json"] if root is not None else []) + [RESOLVED]:
+        if path.is_file():
+            break
+    else:
         return default()
-    d = json.loads(RESOLVED.read_text())
-    return Assignment(tuple(d["steps"]), {int(k): float(v) for k, v in d["points"].items()}, dict(d["visibility"]))
+    d = json.loads(path.read_text())
+    return Assignment(tuple(d["steps"]), {int(k): float(v) for k, v in d["points"].items()}, dict(d["visibility"]),
+                      d.get("pieces") == "large")
 
 
 def parse_steps(text: str) -> list[int]:
@@ -98,9 +105,12 @@ def load(path: Path, steps: str | None = None, root: Path | None = None) -> Assi
         return f"{path}:{line}"
 
     known = {s.number: s for s in STEPS}
-    unknown_keys = set(d) - {"steps", "points", "visibility"}
-    problems += [f"{at(k)}: unknown setting {k!r} (the settings are steps, [points] and [visibility])"
+    unknown_keys = set(d) - {"steps", "pieces", "points", "visibility"}
+    problems += [f"{at(k)}: unknown setting {k!r} (the settings are steps, pieces, [points] and [visibility])"
                  for k in sorted(unknown_keys)]
+    pieces = d.get("pieces", "standard")
+    if pieces not in ("standard", "large"):
+        problems.append(f"{at('pieces')}: pieces {pieces!r}; choose standard or large")
     try:
         chosen = parse_steps(steps if steps is not None else d.get("steps", "1-%d" % max(known)))
     except ValueError as e:
@@ -146,7 +156,7 @@ def load(path: Path, steps: str | None = None, root: Path | None = None) -> Assi
     problems += half_fenced(chosen, root)
     if problems:
         raise AssignmentError("\n".join(problems))
-    return Assignment(tuple(chosen), points, visibility)
+    return Assignment(tuple(chosen), points, visibility, pieces == "large")
 
 
 def half_fenced(chosen: list[int], root: Path | None) -> list[str]:

@@ -78,11 +78,31 @@ def expect_1(t, spec) -> Expected:
     e.put("padding.y", R.attention_math(q, k, v, mask), {
         "step01.mask_ignored": ("attention that ignores the mask", R.attention_math(q, k, v, None))})
     w = unprefix(t)
-    e.put("forward.y", R.self_attention(w, 0, t["x"], mask, NH))
+    e.put("forward.y", R.self_attention(w, 0, t["x"], mask, NH), forward_mistakes(w, t["x"], mask))
     e.put("dropout.eval", R.attention_math(q, k, v, None))
     e.put("dropout.train", R.attention_math(q, k, v, None, keep=t["keep"]))
     e.put("dropout.probabilities", (q @ k.transpose(-2, -1) / HS ** 0.5).softmax(-1))  # (B, nh, T, T)
     return e
+
+
+def forward_mistakes(w, x, mask) -> dict[str, tuple[str, torch.Tensor]]:
+    """Known wrong SelfAttention.forward outputs (the larger-piece assignment grades its split and merge)."""
+    p = "encoder.layer.0.attention."
+    B, T, _ = x.shape
+    q, k, v = (R.linear(w, p + "self." + n, x) for n in ("query", "key", "value"))  # (B, T, C) each
+    heads = lambda u: R.heads(u, NH)  # noqa: E731  (B, nh, T, hs)
+    y = R.attention_math(heads(q), heads(k), heads(v), mask)  # (B, nh, T, hs)
+    no_transpose = lambda u: u.reshape(B, NH, T, HS)  # noqa: E731  the channels cut as if time came after heads
+    return {"step01.merge_no_transpose": ("the heads merged back without moving them after time first: "
+                                          "y.transpose(1, 2) before the reshape to (B, T, C)",
+                                          R.linear(w, p + "output.dense", y.reshape(B, T, C))),
+            "step01.split_no_transpose": ("q, k, v split into heads by a reshape to (B, nh, T, hs) without the "
+                                          "transpose: view as (B, T, nh, hs), then transpose(1, 2)",
+                                          R.linear(w, p + "output.dense", R.attention_math(
+                                              no_transpose(q), no_transpose(k), no_transpose(v), mask)
+                                              .reshape(B, T, C))),
+            "step01.no_output_projection": ("the merged heads without the output projection self.proj",
+                                            y.transpose(1, 2).reshape(B, T, C))}
 
 
 # ---------------------------------------------------------------------------- step 2: layer

@@ -295,7 +295,7 @@ def grade(root: str | Path = REPO, steps: list[int] | None = None, timeout: floa
     if source == "stored" and seed is not None:
         raise ValueError("a student release grades on its stored public inputs: it takes no --seed")
     seed = secrets.randbits(62) if seed is None else seed
-    table = assignment.current().table(steps)
+    table = assignment.current(root).table(steps)
     version = grader_version()
 
     def one(step: Step) -> StepResult:

@@ -167,6 +167,10 @@ def passing_line(step: Step) -> str:
 def step_section(step: Step, fences: list, sigs: dict) -> list[str]:
     text, papers = BACKGROUND[step.number]
     mine = [f for f in fences if f.step == step.number]
+    if any(f.large for f in mine):  # the larger-piece assignment: the heads' split and merge are the student's too
+        text = text.replace("Splitting the heads and merging them back is given in `SelfAttention.forward`.",
+                            "You also split the heads and merge them back: `SelfAttention.split_heads` and the "
+                            "whole `SelfAttention.forward`.")
     out = [f"## Step {step.number}: {step.name} ({step.points:g} points)", "", text, "",
            "Paper" + ("s" if len(papers) > 1 else "") + ": " + "; ".join(cite(p) for p in papers) + ".", ""]
     if mine:
@@ -183,7 +187,7 @@ def step_section(step: Step, fences: list, sigs: dict) -> list[str]:
         out[-1:] = ["```", ""]
     else:
         out += ["**Write**: nothing new; this step grades your steps 1-4 together.", ""]
-    out += ["**Check** it:", "", "```bash",
+    out += ["**Check** it:", "", "<!-- run -->", "```bash",
             f"{PY} -m course.grade --steps {step.number}",
             f"{PY} -m pytest tests/graded -k step{step.number:02d}",
             "```", "",
@@ -214,7 +218,7 @@ def readme(fences: list, has_project_readme: bool = True, root: Path = REPO, ste
              "step 5 runs it whole; steps 6-11 use no model and can be done in any order.", "",
              "## Set up", "",
              "One command makes `.venv` with torch (CPU), tokenizers and the pretrained checkpoint:", "",
-             "```bash", "bash setup.sh", f"{PY} -m course.grade", "```", "",
+             "<!-- run -->", "```bash", "bash setup.sh", f"{PY} -m course.grade", "```", "",
              f"Run everything with `{PY}` (or activate it: `. .venv/bin/activate`). Before you write anything "
              f"the grade is 0 / {total:g}, each step failing with its NotImplementedError.", "",
              "| step | name | points | write |", "|---|---|---|---|", *rows, f"| | **total** | **{total:g}** | |", ""]
@@ -225,7 +229,7 @@ def readme(fences: list, has_project_readme: bool = True, root: Path = REPO, ste
               "scores it: points x (tests passed / tests in the step). A crash or a hang costs only that step. "
               "When a test builds on one that failed, it says \"fix the first failure first\". The course's "
               "autograder grades the same way on fresh secret inputs.", "",
-              "```bash", f"{PY} -m course.grade", f"{PY} -m pytest -q", "```", "",
+              "<!-- run -->", "```bash", f"{PY} -m course.grade", f"{PY} -m pytest -q", "```", "",
               "`pytest -q` runs `tests/graded` (one test per step, on the same stored public inputs, "
               "failing until that step is done) and the unit tests shipped with the release (the data loaders, "
               "batching, the data download, the CPU pin), which do not depend on any step. As handed out, it "
@@ -244,7 +248,7 @@ def readme(fences: list, has_project_readme: bool = True, root: Path = REPO, ste
               f"`course.grade` takes {g['unsolved']['wall_s']:g} s as handed out and "
               f"{g['solved']['wall_s']:g} s when done. PROJECT.md has the scores.", "",
               "## Submit", "",
-              "```bash", f"{PY} -m course.submit", "```", "",
+              "<!-- run -->", "```bash", f"{PY} -m course.submit", "```", "",
               "writes `submission.zip` with exactly the graded files, plus the prediction files the trainers "
               "wrote in `predictions/` if there are any. It refuses a tree with a graded file missing and "
               "warns about a step still unfinished. Upload the zip as it is. The graded files:", ""]

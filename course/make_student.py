@@ -26,7 +26,7 @@ from pathlib import Path
 from . import assignment, manifest
 from .grade import write_public
 from .gradescope import write_gradescope_zip
-from .steps import STEPS, fence_label
+from .steps import STEPS, fence_label, is_large
 
 # Built by concatenation so that this file's own lines never look like fences.
 BEGIN, END = "# BEGIN " + "SOLUTION", "# END " + "SOLUTION"
@@ -52,6 +52,7 @@ class Fence:
     function: str | None
     step: int | None
     label: str
+    large: bool = False  # stubbed only in the larger-piece assignment (course/steps.py LARGE)
 
 
 def find_fences(text: str, path: str) -> list[Fence]:
@@ -76,7 +77,7 @@ def find_fences(text: str, path: str) -> list[Fence]:
                 errors.append(f"{path}:{i}: END SOLUTION is indented differently from its BEGIN at line {start}")
             function = enclosing_function(lines, start - 1, indent)
             step, label = fence_label(path, function, marker_text)
-            fences.append(Fence(path, start, i, indent, function, step, label))
+            fences.append(Fence(path, start, i, indent, function, step, label, is_large(path, function)))
             open_at = None
     if open_at is not None:
         errors.append(f"{path}:{open_at[0]}: BEGIN SOLUTION is never closed by an END SOLUTION")
@@ -94,13 +95,14 @@ def enclosing_function(lines: list[str], index: int, indent: str) -> str | None:
     return None
 
 
-def strip_solutions(text: str, path: str, solved: set[int] = frozenset()) -> tuple[str, list[Fence]]:
+def strip_solutions(text: str, path: str, solved: set[int] = frozenset(), large: bool = False) -> tuple[str, list[Fence]]:
     """`text` with each fence replaced by a raise of NotImplementedError carrying the fence's label;
-    the fences of the `solved` steps keep their code (only the marker lines go)."""
+    the fences of the `solved` steps keep their code (only the marker lines go), and so do the
+    larger-piece fences unless `large` (the larger-piece assignment)."""
     fences = find_fences(text, path)
     lines = text.splitlines(keepends=True)
     for f in reversed(fences):  # from the bottom, so earlier line numbers stay valid
-        if f.step in solved:
+        if f.step in solved or (f.large and not large):
             lines[f.begin - 1:f.end] = lines[f.begin:f.end - 1]
         else:
             lines[f.begin - 1:f.end] = [f"{f.indent}raise NotImplementedError({f.label!r})\n"]
@@ -116,11 +118,14 @@ def solve(root: str | Path, out: str | Path, steps: list[int] | None = None) -> 
         raise FileNotFoundError(f"{out} is not a student release (no course/public/): make it with make_student first")
     solved = {s.number for s in STEPS} if steps is None else set(steps)
     plan = out / "course" / "assignment.json"
+    large = False
     if plan.is_file():  # the steps the release shipped solved stay solved
-        solved |= {s.number for s in STEPS} - set(json.loads(plan.read_text())["steps"])
+        resolved = json.loads(plan.read_text())
+        solved |= {s.number for s in STEPS} - set(resolved["steps"])
+        large = resolved.get("pieces") == "large"
     written = []
     for rel in sorted({path for s in STEPS for path in s.fences}):
-        text, fences = strip_solutions((root / rel).read_text(encoding="utf-8"), rel, solved)
+        text, fences = strip_solutions((root / rel).read_text(encoding="utf-8"), rel, solved, large)
         if any(f.step in solved for f in fences):
             (out / rel).write_text(text, encoding="utf-8")
             written.append(rel)
@@ -170,13 +175,13 @@ def make_student(root: str | Path, out: str | Path, force: bool = False,
         if rel.endswith(".py"):
             text = (root / rel).read_text(encoding="utf-8")
             try:
-                new, found = strip_solutions(text, rel, solved)
+                new, found = strip_solutions(text, rel, solved, plan.large)
             except FenceError as e:
                 errors.append(str(e))
                 continue
             if found:
                 stripped[rel] = new
-                fences += [f for f in found if f.step not in solved]
+                fences += [f for f in found if f.step not in solved and (plan.large or not f.large)]
     if errors:
         raise FenceError("\n".join(errors))
     for rel in files:

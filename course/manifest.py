@@ -47,7 +47,7 @@ INSTRUCTOR = [
     "training/benchmark.py", "training/efficiency.py", "training/run_benchmark.py", "training/bench_*.py",
     # the producers, the references, the catalogue of known mistakes, the release and Gradescope tooling
     "course/checks_model.py", "course/checks_tasks.py", "course/reference.py", "course/make_student.py",
-    "course/manifest.py", "course/assignment.toml", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/similarity.py",
+    "course/manifest.py", "course/assignment.toml", "course/assignment-large.toml", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/similarity.py",
     "course/handout.py",  # writes the release's README.md and PROJECT.md
     "tests/*",
 ]

@@ -42,8 +42,11 @@ class SelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, nh, T, hs): each head's slice of the channels, heads before time."""
+        # BEGIN SOLUTION
         B, T, C = x.shape
         return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        # END SOLUTION
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   mask: torch.Tensor | None) -> torch.Tensor:
@@ -60,9 +63,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, C), mask: additive (B, 1, 1, T) or None -> (B, T, C)."""
+        # BEGIN SOLUTION
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, nh, T, hs)
         y = self.attention(q, k, v, mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh * hs): merge the heads back
         return self.proj(y)
+        # END SOLUTION

@@ -150,3 +150,25 @@ def test_each_named_test_is_a_gradescope_entry_with_its_share_of_the_points():
     assert d["tests"][1]["extra_data"] == {"step": 7, "test": "poisoned",
                                            "mistakes": [{"id": "step07.nan_kept", "text": "h * mask keeps nan"}]}
     assert all(t["visibility"] == "visible" for t in d["tests"])
+
+
+def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_path):
+    """course/assignment-large.toml: step 1 also asks for SelfAttention.split_heads and forward. Its
+    release scores 0/N, every failure a NotImplementedError; solved, N/N."""
+    from course.grade import grade
+    from course.make_student import solve
+    plan = load(ROOT / "course" / "assignment-large.toml", root=ROOT)
+    assert plan.large
+    out = tmp_path / "release"
+    fences = make_student(ROOT, out, plan=plan)
+    assert {f.function for f in fences if f.path == "minbert/attention.py"} == {
+        "extended_attention_mask", "split_heads", "attention", "forward"}
+    total = sum(s.points for s in plan.table())
+    unsolved = grade(out, jobs=2, seed=1)
+    assert sum(r.score for r in unsolved) == 0 and sum(r.step.points for r in unsolved) == total
+    assert all("NotImplementedError" in t.message for r in unsolved for t in r.tests), \
+        [r.output() for r in unsolved if any("NotImplementedError" not in t.message for t in r.tests)]
+    solve(ROOT, out)
+    assert "NotImplementedError" not in (out / "minbert" / "attention.py").read_text()
+    solved = grade(out, jobs=2, seed=1)
+    assert sum(r.score for r in solved) == total, [r.output() for r in solved if r.score != r.step.points]

@@ -32,6 +32,23 @@ MISTAKES = [
     (1, {(A, ATT): "return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.n_head * self.head_size) + (0 if mask is None else mask), -1) @ v"},
      "scaled by 1/sqrt(hidden_size)"),
     (1, {(A, ATT): "return v"}, "the values v themselves"),
+    # the larger-piece assignment's part of step 1: SelfAttention.split_heads and forward
+    (1, {(A, "forward"): """
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        return self.proj(self.attention(q, k, v, mask).reshape(B, T, C))"""}, "merged back without moving them"),
+    (1, {(A, "forward"): """
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        return self.attention(q, k, v, mask).transpose(1, 2).reshape(B, T, C)"""}, "without the output projection"),
+    (1, {(A, "split_heads"): "return x.reshape(x.shape[0], self.n_head, x.shape[1], self.head_size)",
+         (A, "forward"): """
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        return self.proj(self.attention(q, k, v, mask).reshape(B, T, C))"""}, "split into heads by a reshape"),
     (1, {(A, ATT): "return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_size), -2) @ v"},
      "softmax over the queries"),
     (1, {(A, ATT): "return self.attn_dropout(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_size), -1)) @ v"},
