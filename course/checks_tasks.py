@@ -1,4 +1,4 @@
-"""Instructors only: the producer of steps 6-11 (the optimizer, the heads and the training losses).
+"""Instructors only: the producer of steps 6-12 (the optimizer, the heads, the training losses and step).
 Fresh random inputs from a seed, and what the student's outputs are compared with: references written
 out here with PyTorch's own functions, and the outputs of each known mistake, named for the hints. The
 comparison itself is public (course/verdicts_tasks.py) and reads only these tensors. Nothing here
@@ -318,5 +318,73 @@ def expect_11(t, spec) -> Expected:
     return e
 
 
+# ---------------------------------------------------------------------------- step 12: the training step
+
+# The stand-in model of course/probes.py's StandInMultitask, written out again: each sentence is its
+# first position's features x[:, 0] (B, F); sst logits x W (B, 5), quora's logit (a * b) w (B,), sts's
+# score 5 sigmoid((a * b) w) (B,), the sentence vectors of encode_pair x E (B, D).
+first = lambda x: x[:, 0]  # noqa: E731 - (B, T, F) -> (B, F)
+
+
+def stand_in(t, task: str) -> Tensor:
+    if task == "sst":
+        return first(t["sst.x"]) @ t["W.sst"]
+    z = (first(t[f"{task}.a"]) * first(t[f"{task}.b"])) @ t[f"W.{task}"]
+    return z if task == "quora" else 5 * torch.sigmoid(z)
+
+
+def inputs_12(gen):
+    x = lambda B: torch.randn(B, 3, 4, generator=gen)  # noqa: E731 - (B, T, F)
+    quora_y = torch.randint(0, 2, (8,), generator=gen)
+    quora_y[:3] = 1  # at least two duplicates: the MNRL term is not 0
+    return ({"sst.x": x(6), "sst.y": torch.randint(0, 5, (6,), generator=gen), "W.sst": torch.randn(4, 5, generator=gen),
+             "quora.a": x(8), "quora.b": x(8), "quora.y": quora_y[torch.randperm(8, generator=gen)],
+             "W.quora": torch.randn(4, generator=gen), "E": torch.randn(4, 3, generator=gen),
+             "sts.a": x(6), "sts.b": x(6), "sts.y": 5 * torch.rand(6, generator=gen), "W.sts": torch.randn(4, generator=gen)},
+            {"weight": 0.5, "loss_weight": 3.0, "mnrl": 0.5})
+
+
+def cosent(scores: Tensor, y: Tensor, lam: float = 20.0) -> Tensor:
+    """log(1 + sum over y_i > y_j of exp(lam (s_j - s_i))), the sum written as a loop (Su 2022)."""
+    terms = [lam * (scores[j] - scores[i]) for i in range(len(y)) for j in range(len(y)) if y[i] > y[j]]
+    return torch.log1p(torch.stack(terms).exp().sum())
+
+
+def mnrl(u: Tensor, v: Tensor, scale: float = 20.0) -> Tensor:
+    """Row i of u must be nearest v_i among the rows of v: cross-entropy of scale * cosines (SBERT)."""
+    cos = F.cosine_similarity(u[:, None, :], v[None, :, :], dim=-1)  # (n, n)
+    return F.cross_entropy(scale * cos, torch.arange(len(u)))
+
+
+def expect_12(t, spec) -> Expected:
+    w, lw, aux = spec["weight"], spec["loss_weight"], spec["mnrl"]
+    e = Expected()
+    sst = F.cross_entropy(stand_in(t, "sst"), t["sst.y"])
+    e.put("sst.y", sst, {"step12.mse": ("the mean squared error of the logits: use the task's own loss (task_loss)",
+                                        F.mse_loss(stand_in(t, "sst"), F.one_hot(t["sst.y"], 5).float()))})
+    bce = F.binary_cross_entropy_with_logits(stand_in(t, "quora"), t["quora.y"].float())
+    e.put("weighted.y", bce * lw * w, {
+        "step12.no_stream_weight": ("the loss x the task's --loss-weights only: multiply by the batch's `weight` "
+                                    "(the stream's) too", bce * lw),
+        "step12.no_loss_weight": ("the loss x the stream's weight only: multiply by args.loss_weights.get(task, 1.0) "
+                                  "too", bce * w),
+        "step12.unweighted": ("the unweighted loss: multiply by args.loss_weights.get(task, 1.0) and by weight", bce)})
+    score = stand_in(t, "sts")
+    e.put("sts_cosent.y", cosent(score / 5, t["sts.y"]), {
+        "step12.loss_option": ("the table's default loss (MSE) under --sts-loss cosent: take the loss from "
+                               "tasks.task_loss(task, args), which reads the option", F.mse_loss(score, t["sts.y"]))})
+    dup = t["quora.y"] == 1
+    m = mnrl(first(t["quora.a"][dup]) @ t["E"], first(t["quora.b"][dup]) @ t["E"])
+    e.put("mnrl.y", bce + aux * m, {
+        "step12.no_aux": ("the loss without its second term under --quora-mnrl: add tasks.aux_weight(task, args) x "
+                          "aux_output(model, task, batch, args)", bce),
+        "step12.aux_unweighted": ("the second loss added without its weight tasks.aux_weight(task, args)", bce + m)})
+    W = t["W.sst"].clone().requires_grad_()
+    with torch.enable_grad():
+        F.cross_entropy(first(t["sst.x"]) @ W, t["sst.y"]).backward()
+    e.put("gradient.W", W.grad)
+    return e
+
+
 PRODUCERS = {6: (inputs_6, expect_6), 7: (inputs_7, expect_7), 8: (inputs_8, expect_8), 9: (inputs_9, expect_9),
-             10: (inputs_10, expect_10), 11: (inputs_11, expect_11)}
+             10: (inputs_10, expect_10), 11: (inputs_11, expect_11), 12: (inputs_12, expect_12)}

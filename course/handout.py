@@ -91,6 +91,14 @@ BACKGROUND: dict[int, tuple[str, list[str]]] = {
          "The losses here are written from p_fake, the softmax's last column, computed in log space so that "
          "1 - p_fake never rounds to 0. The AC-GAN variant also asks the discriminator for the fake rows' "
          "intended classes.", ["ganbert"]),
+    12: ("The training step of the multitask model: the loop draws a batch of one task, asks for its loss, "
+         "differentiates it (`loss.backward()`, or PCGrad's per-task gradients, with the fp16 loss scale and "
+         "--accumulate's micro-batches applied around it) and steps the optimizer. You write the loss the loop "
+         "differentiates, `batch_loss`: the task's training loss of its head output against the labels (the "
+         "options choose it: --sts-loss cosent swaps STS's MSE for CoSENT, --rdrop uses R-Drop's), plus the "
+         "task's second loss when an option turns it on (--quora-mnrl), times the task's --loss-weights and the "
+         "batch's weight from its data stream. The grader checks the value under each option and the gradient "
+         "it sends back into the head's weights, on a stand-in model.", ["bert", "sbert"]),
 }
 
 # Measured on the release with every step solved (make_student, then make_student --solve), run by an
@@ -215,7 +223,7 @@ def readme(fences: list, has_project_readme: bool = True, root: Path = REPO, ste
              f"on three tasks at once, then three research extensions: {len(steps)} steps, {total:g} points. "
              "Each step is a few functions of the project whose bodies are `raise NotImplementedError(\"step N: "
              "...\")`: keep the signatures, replace the raise with your code. Steps 1-5 build the model and "
-             "step 5 runs it whole; steps 6-11 use no model and can be done in any order.", "",
+             "step 5 runs it whole; " + ("steps 6-12 use no model (step 12 a stand-in) " if any(s.number == 12 for s in steps) else "steps 6-11 use no model ") + "and can be done in any order.", "",
              "## Set up", "",
              "One command makes `.venv` with torch (CPU), tokenizers and the pretrained checkpoint:", "",
              "<!-- run -->", "```bash", "bash setup.sh", f"{PY} -m course.grade", "```", "",

@@ -312,8 +312,66 @@ def probe_11(t, spec, out, scratch):
     out.run("g_gradients", gradients)
 
 
+class StandInMultitask(nn.Module):
+    """Stands in for MultitaskBert in step 12: heads on each sentence's first position x[:, 0], so the
+    checker knows every output (course/checks_tasks.py writes them out). net(task, *inputs) as
+    MultitaskBert's forward, encode_pair as its sentence vectors (the --quora-mnrl term)."""
+
+    def __init__(self, t: dict[str, Tensor]):
+        super().__init__()
+        self.W = nn.ParameterDict({task: nn.Parameter(t[f"W.{task}"].clone()) for task in ("sst", "quora", "sts")})
+        self.E = nn.Parameter(t["E"].clone())
+
+    def forward(self, task: str, *inputs: dict) -> Tensor:
+        if task == "sst":
+            return inputs[0]["x"][:, 0] @ self.W["sst"]  # (B, 5)
+        z = (inputs[0]["x"][:, 0] * inputs[1]["x"][:, 0]) @ self.W[task]  # (B,)
+        return z if task == "quora" else 5 * torch.sigmoid(z)
+
+    def encode_pair(self, a: dict, b: dict) -> tuple[Tensor, Tensor]:
+        return a["x"][:, 0] @ self.E, b["x"][:, 0] @ self.E  # (B, D) each
+
+
+def probe_12(t, spec, out, scratch):
+    from types import SimpleNamespace
+
+    from training.multitask import batch_loss
+
+    def options(**changed):  # the options batch_loss reads, at their defaults (training/options.py)
+        return SimpleNamespace(**{"device": "cpu", "amp": "none", "rdrop": 0.0, "sts_loss": "mse", "quora_mnrl": 0.0,
+                                  "loss_weights": {}, **changed})
+
+    def batch(task: str) -> dict:
+        def encoded(x):
+            return {"x": x, "attention_mask": torch.ones(x.shape[:2], dtype=torch.long)}  # (B, T)
+        if task == "sst":
+            return {"inputs": encoded(t["sst.x"]), "labels": t["sst.y"], "ids": list(range(len(t["sst.y"])))}
+        return {"inputs1": encoded(t[f"{task}.a"]), "inputs2": encoded(t[f"{task}.b"]), "labels": t[f"{task}.y"],
+                "ids": list(range(len(t[f"{task}.y"])))}
+
+    def loss(task: str, weight: float = 1.0, **changed) -> dict:
+        model = StandInMultitask(t)
+        return {"y": batch_loss(model, model, task, batch(task), weight, options(**changed))}
+
+    out.run("sst", lambda: loss("sst"))
+    out.run("weighted", lambda: loss("quora", spec["weight"], loss_weights={"quora": spec["loss_weight"]}))
+    out.run("sts_cosent", lambda: loss("sts", sts_loss="cosent"))
+    out.run("mnrl", lambda: loss("quora", quora_mnrl=spec["mnrl"]))
+
+    def gradient():
+        model = StandInMultitask(t)
+        with torch.enable_grad():
+            value = batch_loss(model, model, "sst", batch("sst"), 1.0, options())
+            if not (isinstance(value, Tensor) and value.requires_grad):
+                raise AssertionError("batch_loss returned a loss the loop cannot differentiate (no gradient): "
+                                     "do not detach it, call .item() or compute it under torch.no_grad()")
+            value.backward()
+        return {"W": torch.zeros_like(model.W["sst"]) if model.W["sst"].grad is None else model.W["sst"].grad}
+    out.run("gradient", gradient)
+
+
 PROBES = {1: probe_1, 2: probe_2, 3: probe_3, 4: probe_4, 5: probe_5, 6: probe_6, 7: probe_7, 8: probe_8,
-          9: probe_9, 10: probe_10, 11: probe_11}
+          9: probe_9, 10: probe_10, 11: probe_11, 12: probe_12}
 
 
 def run_probe(step: int, tensors: dict[str, Tensor], spec: dict, scratch: Path, raise_errors: bool = False) -> Outputs:

@@ -75,6 +75,12 @@ STEPS: list[Step] = [
                                    "[+ CE(fake_logits[:, :k], fake_labels)]",
              "generator_loss": "-mean log(1 - p_fake(fake)) + feature matching (real features detached) "
                                "[+ CE(fake_logits[:, :k], fake_labels)]"}}),
+    Step(12, "The multitask training step", 10,
+         "the loss of one batch of a task, which the loop differentiates: the task's training loss (as "
+         "--sts-loss picks it), the --quora-mnrl term, the task and stream weights; graded with its gradient",
+         {"training/multitask.py": {
+             "batch_loss": "the weighted training loss of one task batch: task_loss(task_output) (or rdrop_loss), "
+                           "+ aux_weight * aux_output, x loss_weights[task] x weight"}}),
 ]
 
 
@@ -86,6 +92,10 @@ LARGE: dict[str, dict[str, tuple[int, str]]] = {
                              "forward": (1, "split q, k, v into heads (B, nh, T, hs), call self.attention, merge the "
                                             "heads back to (B, T, C), then self.proj")},
 }
+
+
+# Steps only the larger-piece assignment (course/assignment-large.toml) lists; course/assignment.toml ships them solved.
+LARGE_STEPS = (12,)
 
 
 def is_large(path: str, function: str | None) -> bool:

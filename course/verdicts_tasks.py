@@ -1,4 +1,4 @@
-"""The public comparisons of steps 6-11 (the optimizer, the heads and the training losses): the
+"""The public comparisons of steps 6-12 (the optimizer, the heads, the training losses and step): the
 runner's outputs against the expected tensors (`e`: the references and each known mistake's outputs,
 from the instructors' producer or the release's stored public checks). Nothing here computes a
 reference. `depends`: which test builds on which (a dependant of a failed test says so)."""
@@ -142,6 +142,22 @@ def judge_11(t, spec, j: Judge):
                 "g_gradients.fake", "The fake features must get the feature-matching gradient.")
 
 
+def judge_12(t, spec, j: Judge):
+    j.close("sst", "batch_loss('sst', ...) with the default options", j.got("sst"), "sst.y",
+            "The sst training loss is tasks.task_loss('sst', args) of the head output task_output(net, 'sst', batch, "
+            "args) against batch['labels'] (on args.device).")
+    j.close("weighted", f"batch_loss('quora', ..., weight={spec['weight']}) with --loss-weights "
+                        f"quora={spec['loss_weight']}", j.got("weighted"), "weighted.y",
+            "Multiply the loss by the task's weight args.loss_weights.get(task, 1.0) and by the batch's weight.")
+    j.close("sts_cosent", "batch_loss('sts', ...) with --sts-loss cosent", j.got("sts_cosent"), "sts_cosent.y",
+            "The training loss is the one the options pick: tasks.task_loss(task, args).")
+    j.close("mnrl", f"batch_loss('quora', ...) with --quora-mnrl {spec['mnrl']}", j.got("mnrl"), "mnrl.y",
+            "With a second loss on, add tasks.aux_weight(task, args) x aux_output(model, task, batch, args).")
+    j.close("gradient", "the gradient of batch_loss('sst', ...) with respect to the sst head's weights",
+            j.got("gradient", "W"), "gradient.W",
+            "The loss must reach the head's weights through the head output: no detach, no argmax, no .item().")
+
+
 STEPS = {6: (judge_6, ADAMW_CASES, {name: ["first_step_corrected"] for name in ADAMW_CASES[2:]}),
          7: (judge_7, ["mean", "poisoned", "empty_row", "head_cls", "head_mean", "head_pooler"],
              {"poisoned": ["mean"], "empty_row": ["mean"], "head_mean": ["mean"]}),
@@ -153,4 +169,6 @@ STEPS = {6: (judge_6, ADAMW_CASES, {name: ["first_step_corrected"] for name in A
          11: (judge_11, ["supervised", "supervised_none", "d_unsupervised", "d_supervised", "d_ac", "g_adversarial",
                          "g_matching", "g_ac", "g_gradients"],
               {"d_supervised": ["supervised", "d_unsupervised"], "d_ac": ["d_supervised"], "g_matching": ["g_adversarial"],
-               "g_ac": ["g_matching"]})}
+               "g_ac": ["g_matching"]}),
+         12: (judge_12, ["sst", "weighted", "sts_cosent", "mnrl", "gradient"],
+              {"weighted": ["sst"], "sts_cosent": ["sst"], "mnrl": ["sst"], "gradient": ["sst"]})}

@@ -226,6 +226,14 @@ ALT_A = {
             loss = loss + F.cross_entropy(fake_logits[:, :-1], fake_labels)
         return loss
     """,
+    ("training/multitask.py", "batch_loss"): """
+        out = task_output(net, task, batch, args)
+        scale = weight * (args.loss_weights[task] if task in args.loss_weights else 1.0)
+        total = tasks.task_loss(task, args)(out, batch["labels"].to(args.device))
+        if tasks.aux_weight(task, args) > 0:
+            total = total + tasks.aux_weight(task, args) * aux_output(model, task, batch, args)
+        return scale * total
+    """,
     ("training/gan.py", "generator_loss"): """
         p_fake = torch.softmax(fake_logits, -1)[:, -1]
         gap = real_features.detach().mean(0) - fake_features.mean(0)

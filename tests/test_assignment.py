@@ -15,7 +15,7 @@ from course.assignment import AssignmentError, load, parse_steps
 from course.compare import TestResult as Result
 from course.grade import StepResult, gradescope_json, stored_material
 from course.make_student import find_fences, known_files, make_student
-from course.steps import STEPS
+from course.steps import LARGE_STEPS, STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = """\
@@ -37,7 +37,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_assignment_file_grades_every_step_with_the_tables_points():
     plan = load(ROOT / "course" / "assignment.toml", root=ROOT)
-    assert plan.steps == tuple(s.number for s in STEPS)
+    assert plan.steps == tuple(s.number for s in STEPS if s.number not in LARGE_STEPS)
     assert plan.points == {s.number: s.points for s in STEPS} and plan.visibility == {}
 
 
@@ -51,7 +51,7 @@ def test_step_lists_and_the_steps_override():
 
 
 @pytest.mark.parametrize("text, line, words", [
-    ('steps = "1-12"\n', 1, "unknown step 12"),
+    ('steps = "1-13"\n', 1, "unknown step 13"),
     ('steps = "1-11"\n[points]\n4 = -1\n', 3, "must be a number >= 0"),
     ('steps = "1-11"\n[points]\n13 = 5\n', 3, "points for unknown step '13'"),
     ('steps = "1-11"\n[visibility]\n"6.longrun" = "hidden"\n', 3, "step 6's tests are"),
@@ -153,8 +153,9 @@ def test_each_named_test_is_a_gradescope_entry_with_its_share_of_the_points():
 
 
 def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_path):
-    """course/assignment-large.toml: step 1 also asks for SelfAttention.split_heads and forward. Its
-    release scores 0/N, every failure a NotImplementedError; solved, N/N."""
+    """course/assignment-large.toml: step 1 also asks for SelfAttention.split_heads and forward, and step
+    12 for the multitask training step's batch_loss. Its release scores 0/N, every failure a
+    NotImplementedError; solved, N/N."""
     from course.grade import grade
     from course.make_student import solve
     plan = load(ROOT / "course" / "assignment-large.toml", root=ROOT)
@@ -163,6 +164,8 @@ def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_pa
     fences = make_student(ROOT, out, plan=plan)
     assert {f.function for f in fences if f.path == "minbert/attention.py"} == {
         "extended_attention_mask", "split_heads", "attention", "forward"}
+    assert 12 in plan.steps and [(f.path, f.function) for f in fences if f.step == 12] == [
+        ("training/multitask.py", "batch_loss")]
     total = sum(s.points for s in plan.table())
     unsolved = grade(out, jobs=2, seed=1)
     assert sum(r.score for r in unsolved) == 0 and sum(r.step.points for r in unsolved) == total
@@ -170,5 +173,6 @@ def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_pa
         [r.output() for r in unsolved if any("NotImplementedError" not in t.message for t in r.tests)]
     solve(ROOT, out)
     assert "NotImplementedError" not in (out / "minbert" / "attention.py").read_text()
+    assert "NotImplementedError" not in (out / "training" / "multitask.py").read_text()
     solved = grade(out, jobs=2, seed=1)
     assert sum(r.score for r in solved) == total, [r.output() for r in solved if r.score != r.step.points]

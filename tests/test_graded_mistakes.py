@@ -20,6 +20,7 @@ A, L, E, M, O, P, H, S, T, G, D = ("minbert/attention.py", "minbert/layer.py", "
                                    "minbert/model.py", "minbert/optimizer.py", "heads/pooling.py",
                                    "heads/sentiment.py", "heads/similarity.py", "training/pcgrad.py",
                                    "training/gan.py", "training/distill_targets.py")
+MT = "training/multitask.py"
 ATT = "attention"
 SEED = 4242  # one seed for the live verdicts and the stored ones they are compared with
 
@@ -232,6 +233,47 @@ MISTAKES = [
         ("-torch.log(1 - pf).mean() + gap.pow(2).sum()", ".detach()", "SUM over the feature dimension"),
         ("-torch.log(1 - pf).mean() + gap.abs().mean()", ".detach()", "|difference|"),
         ("-torch.log(1 - pf).mean() + gap.pow(2).mean()", "", "detach()")]],
+    # step 12 (the larger-piece assignment's training step): training/multitask.py's batch_loss
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        loss = tasks.task_loss(task, args)(task_output(net, task, batch, args), labels)
+        aux = tasks.aux_weight(task, args)
+        if aux:
+            loss = loss + aux * aux_output(model, task, batch, args)
+        return loss * args.loss_weights.get(task, 1.0)"""}, "multiply by the batch's `weight`"),
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        loss = tasks.task_loss(task, args)(task_output(net, task, batch, args), labels)
+        aux = tasks.aux_weight(task, args)
+        if aux:
+            loss = loss + aux * aux_output(model, task, batch, args)
+        return loss * weight"""}, "multiply by args.loss_weights.get(task, 1.0) too"),
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        loss = tasks.TASKS[task].loss(task_output(net, task, batch, args), labels)
+        aux = tasks.aux_weight(task, args)
+        if aux:
+            loss = loss + aux * aux_output(model, task, batch, args)
+        return loss * (args.loss_weights.get(task, 1.0) * weight)"""},
+     "which reads the option"),
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        return tasks.task_loss(task, args)(task_output(net, task, batch, args), labels) * args.loss_weights.get(task, 1.0) * weight"""},
+     "without its second term"),
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        loss = tasks.task_loss(task, args)(task_output(net, task, batch, args), labels)
+        aux = tasks.aux_weight(task, args)
+        if aux:
+            loss = loss + aux_output(model, task, batch, args)
+        return loss * (args.loss_weights.get(task, 1.0) * weight)"""}, "without its weight"),
+    (12, {(MT, "batch_loss"): """
+        labels = batch["labels"].to(args.device)
+        loss = tasks.task_loss(task, args)(task_output(net, task, batch, args), labels)
+        aux = tasks.aux_weight(task, args)
+        if aux:
+            loss = loss + aux * aux_output(model, task, batch, args)
+        return (loss * (args.loss_weights.get(task, 1.0) * weight)).detach()"""}, "cannot differentiate"),
 ]
 
 
@@ -285,7 +327,8 @@ def test_one_root_cause_gives_one_hint(tmp_path):
 
 @pytest.mark.parametrize("bodies", [ALT_A, ALT_B], ids=["einsum-and-formulas", "loops-and-explicit-moments"])
 def test_honest_implementations_in_another_style_get_full_marks(bodies, tmp_path):
-    by_step = {r.step.number: r for r in grade(with_bodies(tmp_path / "tree", bodies), jobs=2, seed=SEED)}
+    every = [s.number for s in STEPS]  # step 12 too (the larger-piece assignment's)
+    by_step = {r.step.number: r for r in grade(with_bodies(tmp_path / "tree", bodies), steps=every, jobs=2, seed=SEED)}
     assert_stored_verdicts_equal_live(by_step, tmp_path)
     results = list(by_step.values())
     lost = [r.output() for r in results if r.score != r.step.points]

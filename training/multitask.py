@@ -171,6 +171,26 @@ def rdrop_loss(net, task: str, batch: dict, labels: torch.Tensor, alpha: float, 
     return (loss(out1, labels) + loss(out2, labels)) / 2 + alpha * tasks.TASKS[task].divergence(out1, out2)
 
 
+def batch_loss(net, model, task: str, batch: dict, weight: float, args) -> torch.Tensor:
+    """The training loss of one batch of a task, the scalar the loop differentiates (loss.backward(),
+    or PCGrad's per-task gradients): the task's training loss (tasks.task_loss: the one --sts-loss
+    names) of its head output (task_output) against the batch's labels, or R-Drop's (rdrop_loss) with
+    --rdrop; plus the task's second loss (aux_output) x its weight (tasks.aux_weight) when that is on;
+    all x the task's --loss-weights (1 when absent) x the stream's weight of the batch (training/streams.py).
+    net: the model or its DDP wrapper, for the head output; model: the model itself, for the second loss."""
+    # BEGIN SOLUTION
+    labels = batch["labels"].to(args.device)
+    loss = (rdrop_loss(net, task, batch, labels, args.rdrop, args) if args.rdrop else
+            tasks.task_loss(task, args)(task_output(net, task, batch, args), labels))
+    aux = tasks.aux_weight(task, args)
+    if aux:  # --quora-mnrl: a second loss, on the sentences' own vectors
+        # through model, not net: DDP's gradient hooks sit on the shared parameters, which the
+        # forward above used too, so they fire once with both losses' gradients
+        loss = loss + aux * aux_output(model, task, batch, args)
+    return loss * (args.loss_weights.get(task, 1.0) * weight)
+    # END SOLUTION
+
+
 def evaluate(model, data, args, pad_id, split="dev") -> tuple[dict, dict]:
     """({task: score, "overall"}, {task: (ids, predictions)}) of every task on a split, in eval mode."""
     scores, outputs = {}, {}

@@ -22,7 +22,7 @@ from minbert import CheckpointNotFound
 from minbert.safetensors import DiskFullError
 from training import checkpointing, distributed, options, tasks
 from training.loop import Loop, Precision, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import aux_output, build, dev_score, loop_settings, rdrop_loss, task_output, write_predictions
+from training.multitask import batch_loss, build, dev_score, loop_settings, write_predictions
 from training.profiling import step_profiler
 
 
@@ -100,17 +100,9 @@ def train_and_predict(run, args, world) -> dict:
 
     def losses(step_tasks: list[str]) -> dict:
         out = {}
-        for t in step_tasks:
+        for t in step_tasks:  # one task; with PCGrad every task, differentiated apart (not through DDP)
             batch, weight = next(streams[t])
-            m, labels = net if len(step_tasks) == 1 else model, batch["labels"].to(args.device)
-            loss = (rdrop_loss(m, t, batch, labels, args.rdrop, args) if args.rdrop else
-                    tasks.task_loss(t, args)(task_output(m, t, batch, args), labels))
-            aux = tasks.aux_weight(t, args)
-            if aux:  # --quora-mnrl: a second loss, on the sentences' own vectors
-                # through model, not net: DDP's gradient hooks sit on the shared parameters, which the
-                # forward above used too, so they fire once with both losses' gradients
-                loss = loss + aux * aux_output(model, t, batch, args)
-            out[t] = loss * (args.loss_weights.get(t, 1.0) * weight)
+            out[t] = batch_loss(net if len(step_tasks) == 1 else model, model, t, batch, weight, args)
         return out
 
     loop = Loop(model, [run.player], run.phases, losses, lambda: dev_score(model, run.data, args, run.tok.pad_id, say),
