@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 RESOLVED = HERE / "assignment.json"  # in a release and in the autograder's checker
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 # A step shipped solved whose code does part of another step: grading the second needs the first graded too.
-GIVES_AWAY = {8: {10: "training/tasks.py's loss_from_output computes distill_loss's sts (MSE) and quora "
+GIVES_AWAY = {8: {10: "training/multitask/tasks.py's loss_from_output computes distill_loss's sts (MSE) and quora "
                       "(BCE with logits on soft targets) terms"}}
 
 

@@ -26,11 +26,7 @@ RELEASE = [
     "training/__init__.py", "training/run_multitask.py", "training/run_classifier.py", "training/run_distill.py",
     "training/run_gan.py", "training/run_mlm.py", "training/run_predict.py", "training/run_export.py",
     "training/run_ensemble.py", "training/run_summarize.py",
-    "training/checkpointing.py", "training/distill.py", "training/distill_targets.py", "training/distributed.py",
-    "training/ema.py", "training/freezing.py", "training/gan.py", "training/loop.py", "training/memory.py",
-    "training/mlm.py", "training/multitask.py", "training/optim.py", "training/options.py", "training/pair_losses.py",
-    "training/pcgrad.py", "training/plots.py", "training/profiling.py", "training/sampling.py", "training/splits.py",
-    "training/streams.py", "training/tasks.py",
+    "training/engine/*.py", "training/multitask/*.py", "training/methods/*.py",
     # the grader's public side: the runner, the probes, the comparisons (they read stored tensors only)
     "course/__init__.py", "course/compare.py", "course/grade.py", "course/guard.py", "course/probes.py",
     "course/runner.py", "course/sandbox.py", "course/steps.py", "course/verdicts_model.py", "course/verdicts_tasks.py",
@@ -44,10 +40,10 @@ RELEASE = [
 INSTRUCTOR = [
     "README.md", "requirements.txt", ".ci/*", "docs/*",
     "minbert/fast.py", "minbert/fused_adamw.py",
-    "training/benchmark.py", "training/efficiency.py", "training/run_benchmark.py", "training/bench_*.py",
+    "bench/*.py",
     # the producers, the references, the catalogue of known mistakes, the release and Gradescope tooling
     "course/checks_model.py", "course/checks_tasks.py", "course/reference.py", "course/make_student.py",
-    "course/manifest.py", "course/assignment.toml", "course/assignment-large.toml", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/similarity.py",
+    "course/manifest.py", "course/assignment.toml", "course/assignment-large.toml", "course/gradescope.py", "course/autograder.py", "course/report.py", "course/code_similarity.py",
     "course/handout.py",  # writes the release's README.md and PROJECT.md
     "tests/*",
 ]

@@ -246,7 +246,7 @@ def probe_7(t, spec, out, scratch):
 def probe_8(t, spec, out, scratch):
     from heads.paraphrase import pair_features
     from heads.similarity import cosine_score
-    from training.tasks import loss_from_output
+    from training.multitask.tasks import loss_from_output
     out.run("pair_features", lambda: {"y": pair_features(t["u"], t["v"])})
     out.run("cosine", lambda: {"y": cosine_score(t["u"], t["v"])})
     out.run("cosine_extremes", lambda: {"y": cosine_score(t["eu"], t["ev"])})
@@ -255,7 +255,7 @@ def probe_8(t, spec, out, scratch):
 
 
 def probe_9(t, spec, out, scratch):
-    from training.pcgrad import pcgrad_project, project_conflicting
+    from training.engine.pcgrad import pcgrad_project, project_conflicting
     gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
     for case in ("no_conflict", "pair"):
         grads = [g.clone() for g in t[case].unbind(0)]
@@ -277,7 +277,7 @@ def probe_9(t, spec, out, scratch):
 
 
 def probe_10(t, spec, out, scratch):
-    from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
+    from training.methods.distill_targets import annealed_lambda, distill_loss, mixed_targets
     out.run("lambda", lambda: {"y": torch.tensor([float(annealed_lambda(s, n)) for s, n in spec["lambda_cases"]],
                                                  dtype=torch.float64)})
     for task in ("sst", "quora", "sts"):
@@ -288,7 +288,7 @@ def probe_10(t, spec, out, scratch):
 
 
 def probe_11(t, spec, out, scratch):
-    from training.gan import discriminator_loss, generator_loss, supervised_loss
+    from training.methods.gan import discriminator_loss, generator_loss, supervised_loss
     labels, labelled, none = t["labels"], t["labelled"].bool(), torch.zeros_like(t["labelled"]).bool()
     out.run("supervised", lambda: {"y": supervised_loss(t["real"], labels, labelled)})
     out.run("supervised_none", lambda: {"y": supervised_loss(t["real"], labels, none)})
@@ -335,9 +335,9 @@ class StandInMultitask(nn.Module):
 def probe_12(t, spec, out, scratch):
     from types import SimpleNamespace
 
-    from training.multitask import batch_loss
+    from training.multitask.recipe import batch_loss
 
-    def options(**changed):  # the options batch_loss reads, at their defaults (training/options.py)
+    def options(**changed):  # the options batch_loss reads, at their defaults (training/multitask/options.py)
         return SimpleNamespace(**{"device": "cpu", "amp": "none", "rdrop": 0.0, "sts_loss": "mse", "quora_mnrl": 0.0,
                                   "loss_weights": {}, **changed})
 

@@ -10,7 +10,7 @@ REPORT_DIR gets:
   frequent first (counted by the mistake ids the grader records, never by parsing its text), and a
   line for every results file that could not be read;
 - scores.png: a histogram of the totals and the share at full marks per step (needs matplotlib);
-- similar.md: the pairs of submissions whose graded code is overly similar (course/similarity.py).
+- similar.md: the pairs of submissions whose graded code is overly similar (course/code_similarity.py).
 A broken or incomplete results file is listed and skipped, never fatal.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import similarity
+from . import code_similarity
 from .steps import STEPS
 
 NAMES = {s.number: s.name for s in STEPS}
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", type=Path, help="folder of <submission id>.json results files")
     ap.add_argument("--submissions", type=Path, help="folder of submission folders (for similar.md)")
     ap.add_argument("--out", type=Path, required=True, help="folder to write the report into")
-    ap.add_argument("--threshold", type=float, default=similarity.THRESHOLD,
-                    help=f"pair score listed in similar.md (default {similarity.THRESHOLD:g})")
+    ap.add_argument("--threshold", type=float, default=code_similarity.THRESHOLD,
+                    help=f"pair score listed in similar.md (default {code_similarity.THRESHOLD:g})")
     ap.add_argument("--max-pairs", type=int, default=100, help="pairs shown in full in similar.md (default 100)")
     ap.add_argument("--no-solution", action="store_true",
                     help="do not compare the submissions with this repository's solution")
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         if lost:
             notes.append(f"Submissions without a results file ({len(lost)}): {', '.join(lost)}.")
         if not args.no_solution:
-            folders["(solution)"] = similarity.REPO  # a copy of a leaked solution shows up as a pair with it
-        pairs, subs = similarity.similarity(folders)
-        text = similarity.similar_md(pairs, subs, args.threshold, max_pairs=args.max_pairs)
+            folders["(solution)"] = code_similarity.REPO  # a copy of a leaked solution shows up as a pair with it
+        pairs, subs = code_similarity.similarity(folders)
+        text = code_similarity.similar_md(pairs, subs, args.threshold, max_pairs=args.max_pairs)
         (args.out / "similar.md").write_text(text, encoding="utf-8")
         flagged = sum(p.score >= args.threshold for p in pairs)
         notes.append(f"similar.md: {flagged} of {len(pairs)} pairs at or above {args.threshold:g}.")

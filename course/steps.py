@@ -53,21 +53,21 @@ STEPS: list[Step] = [
          "pair features [u, v, |u - v|, u * v], the cosine similarity score, the three task losses",
          {"heads/paraphrase.py": {"pair_features": "concatenate [u, v, |u - v|, u * v] -> (B, 4C)"},
           "heads/similarity.py": {"cosine_score": "5 * relu(cos(u, v)) -> (B,)"},
-          "training/tasks.py": {"loss_from_output": "cross-entropy (sst), BCE with logits (quora), MSE (sts)"}}),
+          "training/multitask/tasks.py": {"loss_from_output": "cross-entropy (sst), BCE with logits (quora), MSE (sts)"}}),
     Step(9, "PCGrad", 10,
          "project each task gradient off the ones it conflicts with (Yu et al. 2020)",
-         {"training/pcgrad.py": {"project_conflicting": "PCGrad: remove each conflicting component, "
+         {"training/engine/pcgrad.py": {"project_conflicting": "PCGrad: remove each conflicting component, "
                                                         "using the other tasks' original gradients"}}),
     Step(10, "Distillation targets", 10,
          "BAM! teacher annealing: the lambda schedule, gold/teacher mixed targets and the soft losses",
-         {"training/distill_targets.py": {
+         {"training/methods/distill_targets.py": {
              "annealed_lambda": "lambda = step / total_steps, clamped to [0, 1]",
              "mixed_targets": "lam * gold + (1 - lam) * teacher, gold one-hot (B, 5) for sst",
              "distill_loss": "soft cross-entropy (sst), BCE with logits on soft labels (quora), MSE (sts)"}}),
     Step(11, "GAN-BERT losses", 10,
          "semi-supervised GAN losses: labelled-only cross-entropy, D's real/fake terms, G's adversarial "
          "+ feature matching, the AC-GAN class terms",
-         {"training/gan.py": {
+         {"training/methods/gan.py": {
              "_log_p_fake": "(log p_fake, log(1 - p_fake)) per row from the k + 1 logits, without forming 1 - p "
                             "(logsumexp)",
              "supervised_loss": "cross-entropy on logits[labelled, :k] (0 when no row is labelled)",
@@ -78,7 +78,7 @@ STEPS: list[Step] = [
     Step(12, "The multitask training step", 10,
          "the loss of one batch of a task, which the loop differentiates: the task's training loss (as "
          "--sts-loss picks it), the --quora-mnrl term, the task and stream weights; graded with its gradient",
-         {"training/multitask.py": {
+         {"training/multitask/recipe.py": {
              "batch_loss": "the weighted training loss of one task batch: task_loss(task_output) (or rdrop_loss), "
                            "+ aux_weight * aux_output, x loss_weights[task] x weight"}}),
 ]

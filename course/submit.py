@@ -26,7 +26,7 @@ from .steps import STEPS
 # and grades the unchanged release file instead; tests/test_submit.py checks that the two agree.
 MAX_FILE = 2**20
 
-# The course's prediction files: training/tasks.py's output prefixes (sst, para, sts) and the part-1
+# The course's prediction files: training/multitask/tasks.py's output prefixes (sst, para, sts) and the part-1
 # classifier task cfimdb (training/run_classifier.py writes {task}-{split}-output.csv), dev and test.
 PREDICTION_FILES = tuple(f"{task}-{split}-output.csv" for task in ("sst", "para", "sts", "cfimdb")
                          for split in ("dev", "test"))

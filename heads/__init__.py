@@ -5,7 +5,7 @@ pair_features) ; similarity (cosine score, regressor) ; cross_encoder ; sentence
 multitask (MultitaskBert: one shared encoder + the three heads).
 """
 from .cross_encoder import CrossEncoderHead
-from .multitask import MultitaskBert
+from .multitask_bert import MultitaskBert
 from .paraphrase import ParaphraseHead, pair_features
 from .pooling import cls_pool, mean_pool
 from .sentence_encoder import SentenceEncoder

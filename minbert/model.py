@@ -76,7 +76,7 @@ class BertModel(nn.Module):
         """input_ids, attention_mask, token_type_ids: (B, T) -> dict of
         last_hidden_state (B, T, C) and pooler_output (B, C). layers: run these layers instead of
         self.layers, e.g. self.layers[:k] followed by a task's own copies of the top layers
-        (heads/multitask.py, --task-layers); None runs self.layers."""
+        (heads/multitask_bert.py, --task-layers); None runs self.layers."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         x = self.run_layers(self.layers if layers is None else layers, x, attention_mask)
         # BEGIN SOLUTION

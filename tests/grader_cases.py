@@ -178,7 +178,7 @@ ALT_A = {
         cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1)).clamp(min=eps)
         return MAX_SCORE * torch.relu(cos)
     """,
-    ("training/tasks.py", "loss_from_output"): """
+    ("training/multitask/tasks.py", "loss_from_output"): """
         if task == "sst":
             return -torch.log_softmax(out.float(), -1).gather(1, labels[:, None]).mean()
         if task == "quora":
@@ -186,7 +186,7 @@ ALT_A = {
             return (torch.clamp(z, min=0) - z * y + torch.log1p(torch.exp(-z.abs()))).mean()
         return ((out.float() - labels.float()) ** 2).mean()
     """,
-    ("training/pcgrad.py", "project_conflicting"): """
+    ("training/engine/pcgrad.py", "project_conflicting"): """
         G = torch.stack(grads)  # (K, D), never modified
         out = []
         for i in range(len(grads)):
@@ -197,14 +197,14 @@ ALT_A = {
             out.append(g)
         return out
     """,
-    ("training/distill_targets.py", "annealed_lambda"): """
+    ("training/methods/distill_targets.py", "annealed_lambda"): """
         return 0.0 if step <= 0 else 1.0 if step >= total_steps else step / total_steps
     """,
-    ("training/distill_targets.py", "mixed_targets"): """
+    ("training/methods/distill_targets.py", "mixed_targets"): """
         gold = torch.eye(teacher.shape[-1])[gold.long()] if task == "sst" else gold.float()
         return torch.lerp(teacher, gold.to(teacher.dtype), lam)
     """,
-    ("training/distill_targets.py", "distill_loss"): """
+    ("training/methods/distill_targets.py", "distill_loss"): """
         if task == "sst":
             return torch.mean(torch.sum(-target * torch.log_softmax(output, dim=1), dim=1))
         if task == "quora":
@@ -212,21 +212,21 @@ ALT_A = {
             return -(target * torch.log(p) + (1 - target) * torch.log1p(-p)).mean()
         return torch.mean((output - target) ** 2)
     """,
-    ("training/gan.py", "supervised_loss"): """
+    ("training/methods/gan.py", "supervised_loss"): """
         k = logits.shape[1] - 1
         if int(labelled.sum()) == 0:
             return torch.zeros((), dtype=logits.dtype)
         rows = logits[labelled][:, :k]
         return -(rows.log_softmax(-1)[torch.arange(rows.shape[0]), labels[labelled]]).mean()
     """,
-    ("training/gan.py", "discriminator_loss"): """
+    ("training/methods/gan.py", "discriminator_loss"): """
         p_real, p_fake = torch.softmax(real_logits, -1)[:, -1], torch.softmax(fake_logits, -1)[:, -1]
         loss = supervised_loss(real_logits, labels, labelled) - torch.log(1 - p_real).mean() - torch.log(p_fake).mean()
         if fake_labels is not None:
             loss = loss + F.cross_entropy(fake_logits[:, :-1], fake_labels)
         return loss
     """,
-    ("training/multitask.py", "batch_loss"): """
+    ("training/multitask/recipe.py", "batch_loss"): """
         out = task_output(net, task, batch, args)
         scale = weight * (args.loss_weights[task] if task in args.loss_weights else 1.0)
         total = tasks.task_loss(task, args)(out, batch["labels"].to(args.device))
@@ -234,7 +234,7 @@ ALT_A = {
             total = total + tasks.aux_weight(task, args) * aux_output(model, task, batch, args)
         return scale * total
     """,
-    ("training/gan.py", "generator_loss"): """
+    ("training/methods/gan.py", "generator_loss"): """
         p_fake = torch.softmax(fake_logits, -1)[:, -1]
         gap = real_features.detach().mean(0) - fake_features.mean(0)
         loss = -torch.log(1 - p_fake).mean() + (gap * gap).mean()
@@ -279,7 +279,7 @@ ALT_B = {
             rows.append(real.mean(0) if len(real) else h.new_zeros(h.shape[-1]))
         return torch.stack(rows)
     """,
-    ("training/pcgrad.py", "project_conflicting"): """
+    ("training/engine/pcgrad.py", "project_conflicting"): """
         K = len(grads)
         result = [g.clone() for g in grads]
         for i in range(K):

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from minbert import BertModel
-from training import multitask, options, run_multitask
-from training.distributed import World
-from training.loop import Loop, Player, Precision, fit
-from training.optim import warmup_linear
+from training.multitask import recipe, options
+from training import run_multitask
+from training.engine.distributed import World
+from training.engine.loop import Loop, Player, Precision, fit
+from training.engine.optim import warmup_linear
 
 B, N, STEPS, TOL = 32, 4, 3, 1e-5
 
@@ -145,8 +146,8 @@ def test_run_multitask_accumulate_keeps_the_epoch_and_counts_optimizer_steps(tin
 
     def argv(*extra):
         return base_argv(tiny_checkpoint, FIXTURE_DATA, tmp_path / "run") + ["--epochs", "2", *extra]
-    four = multitask.build(options.parse_args(argv("--batch-size", "4")))
-    two = multitask.build(options.parse_args(argv("--batch-size", "2", "--accumulate", "2")))
+    four = recipe.build(options.parse_args(argv("--batch-size", "4")))
+    two = recipe.build(options.parse_args(argv("--batch-size", "2", "--accumulate", "2")))
     assert two.n_batches == four.n_batches and two.total_steps == four.total_steps
     assert [two.player.sched.lr_lambdas[0](s) for s in range(two.total_steps)] == [
         four.player.sched.lr_lambdas[0](s) for s in range(four.total_steps)]

@@ -69,7 +69,7 @@ def test_a_bad_assignment_stops_with_file_and_line(tmp_path, text, line, words):
 def test_a_step_whose_files_are_missing_stops_the_generator(tmp_path):
     tree = tmp_path / "tree"
     (tree / "minbert").mkdir(parents=True)
-    with pytest.raises(AssignmentError, match="step 9's file training/pcgrad.py is not in"):
+    with pytest.raises(AssignmentError, match="step 9's file training/engine/pcgrad.py is not in"):
         load(write(tmp_path, 'steps = "9"\n'), root=tree)
 
 
@@ -165,7 +165,7 @@ def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_pa
     assert {f.function for f in fences if f.path == "minbert/attention.py"} == {
         "extended_attention_mask", "split_heads", "attention", "forward"}
     assert 12 in plan.steps and [(f.path, f.function) for f in fences if f.step == 12] == [
-        ("training/multitask.py", "batch_loss")]
+        ("training/multitask/recipe.py", "batch_loss")]
     total = sum(s.points for s in plan.table())
     unsolved = grade(out, jobs=2, seed=1)
     assert sum(r.score for r in unsolved) == 0 and sum(r.step.points for r in unsolved) == total
@@ -173,6 +173,6 @@ def test_the_larger_piece_assignment_scores_zero_unsolved_and_full_solved(tmp_pa
         [r.output() for r in unsolved if any("NotImplementedError" not in t.message for t in r.tests)]
     solve(ROOT, out)
     assert "NotImplementedError" not in (out / "minbert" / "attention.py").read_text()
-    assert "NotImplementedError" not in (out / "training" / "multitask.py").read_text()
+    assert "NotImplementedError" not in (out / "training" / "multitask" / "recipe.py").read_text()
     solved = grade(out, jobs=2, seed=1)
     assert sum(r.score for r in solved) == total, [r.output() for r in solved if r.score != r.step.points]

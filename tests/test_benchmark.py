@@ -1,4 +1,4 @@
-"""Smoke test of training/run_benchmark.py: every section runs with tiny settings and the JSON record
+"""Smoke test of bench/run_benchmark.py: every section runs with tiny settings and the JSON record
 has the documented structure. No timing assertions: speed is for the benchmark to report."""
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minbert import BertConfig
-from training import benchmark, run_benchmark
+from bench import benchmark, run_benchmark
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 TINY_ARGS = ["--model", "tiny", "--shapes", "8,sst-bucket,sst-random", "--reps", "2", "--warmup", "1",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from minbert import BertConfig, BertModel
-from training import benchmark, efficiency, run_benchmark
+from bench import benchmark, efficiency, run_benchmark
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)

@@ -25,7 +25,7 @@ from grader_cases import (ROOT, build_autograder, replace_fences, run_gradescope
 
 pytestmark = pytest.mark.grader
 A, L, E, O, P, T = ("minbert/attention.py", "minbert/layer.py", "minbert/embeddings.py", "minbert/optimizer.py",
-                    "heads/pooling.py", "training/pcgrad.py")
+                    "heads/pooling.py", "training/engine/pcgrad.py")
 MISSING = "No module named"  # what an import of a file the release leaves out says
 HONEST = {"course/checks_tasks.py masked_mean": {"head_cls", "head_pooler"},  # SentimentHead without mean_pool
           "course/probes.py torch_attention": {"mask"}, "F.scaled_dot_product_attention": {"mask"}}  # the honest mask

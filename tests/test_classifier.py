@@ -11,7 +11,7 @@ from data.datasets import load_task
 from minbert import BertModel
 from minbert.safetensors import load_safetensors
 from training import run_classifier
-from training.splits import labelled_subset, sample
+from training.multitask.splits import labelled_subset, sample
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 

@@ -2,7 +2,7 @@
 
 Recomputed here from the files alone: the predictions parsed with csv, the dev labels read from the
 dev CSVs with csv, SST/Quora accuracy and STS Pearson with numpy/scipy, the overall score by the
-course's formula, all without training/tasks.py or data/. Compared with what the run logged
+course's formula, all without training/multitask/tasks.py or data/. Compared with what the run logged
 (log.jsonl: the best epoch's dev row and the final row) and returned.
 
 Each id must be paired with its own row: the run trains on the keyword task of test_learning.py with

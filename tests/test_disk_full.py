@@ -13,7 +13,7 @@ import torch
 
 from minbert import BertConfig, BertModel
 from minbert.safetensors import DiskFullError, load_safetensors, save_safetensors
-from training import checkpointing
+from training.engine import checkpointing
 
 MB = 2**20
 

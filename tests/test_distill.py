@@ -1,4 +1,4 @@
-"""Born-Again distillation: the teacher-annealed targets and losses (training/distill_targets.py) against
+"""Born-Again distillation: the teacher-annealed targets and losses (training/methods/distill_targets.py) against
 hand computation, and training/run_distill.py end to end on the fixture files with a tiny random BERT."""
 import json
 from pathlib import Path
@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from minbert.safetensors import load_safetensors
-from heads.multitask import MultitaskBert
-from training import options, run_distill, run_multitask, run_predict
-from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
+from heads.multitask_bert import MultitaskBert
+from training.multitask import options
+from training import run_distill, run_multitask, run_predict
+from training.methods.distill_targets import annealed_lambda, distill_loss, mixed_targets
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 
@@ -55,7 +56,7 @@ def test_mixed_targets_reject_bad_input():
         mixed_targets("nli", torch.zeros(2), torch.zeros(2), 0.5)
 
 
-# The plain task losses, from PyTorch (not the project's training/tasks.py, a graded step).
+# The plain task losses, from PyTorch (not the project's training/multitask/tasks.py, a graded step).
 PLAIN_LOSS = {"sst": lambda out, y: F.cross_entropy(out, y),
               "quora": lambda out, y: F.binary_cross_entropy_with_logits(out, y.float()),
               "sts": lambda out, y: F.mse_loss(out, y.float())}

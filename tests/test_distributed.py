@@ -12,8 +12,9 @@ import torch
 
 from minbert import BertModel
 from reliability_cases import FIXTURE_DATA, SCRIPT, base_argv, make_tiny_checkpoint
-from training import checkpointing, run_multitask
-from training.streams import TaskStream
+from training.engine import checkpointing
+from training import run_multitask
+from training.engine.streams import TaskStream
 
 
 def encoded(n: int) -> list[dict]:

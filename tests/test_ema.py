@@ -1,4 +1,4 @@
-"""--ema: the average of the weights (training/ema.py), its wiring into the loop (training/loop.py)
+"""--ema: the average of the weights (training/engine/ema.py), its wiring into the loop (training/engine/loop.py)
 and into run_multitask: scored, kept in best/, carried by last/ across --resume; the raw training
 trajectory unchanged."""
 import json
@@ -9,9 +9,10 @@ from torch import nn
 
 from reliability_cases import FIXTURE_DATA, base_argv, make_tiny_checkpoint
 from minbert.safetensors import load_safetensors
-from training import checkpointing, run_multitask
-from training.ema import EMA
-from training.loop import Loop, Player, fit
+from training.engine import checkpointing
+from training import run_multitask
+from training.engine.ema import EMA
+from training.engine.loop import Loop, Player, fit
 
 
 def toy_loop(decay: float, steps: int, recorded: list) -> Loop:

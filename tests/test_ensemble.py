@@ -16,9 +16,10 @@ import torch
 
 from data.batching import encode_examples
 from data.datasets import load_task
-from heads.multitask import MultitaskBert
+from heads.multitask_bert import MultitaskBert
 from minbert import BertModel, Tokenizer
-from training import multitask, run_ensemble, tasks
+from training.multitask import recipe, tasks
+from training import run_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "fixtures" / "data" / "course"
@@ -130,7 +131,7 @@ def test_a_one_member_ensemble_writes_the_members_own_prediction_files(members, 
     args = argparse.Namespace(tasks=list(COURSE), device="cpu", amp="none")
     data = {t: {s: encode_examples(tok, examples(t, s), tasks.TASKS[t].data, max_length=MEMBERS["a"][1],
                                    cross_encoder=tasks.is_cross(t, model)) for s in ("dev", "test")} for t in COURSE}
-    own = multitask.write_predictions(model, data, args, tok.pad_id, tmp_path / "own")
+    own = recipe.write_predictions(model, data, args, tok.pad_id, tmp_path / "own")
     for t in COURSE:
         for s in ("dev", "test"):
             name = f"{FILES[t]}-{s}-output.csv"

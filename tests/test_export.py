@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.multitask import MultitaskBert
+from heads.multitask_bert import MultitaskBert
 from minbert import BertModel, Tokenizer
 from training import run_export, run_predict
 

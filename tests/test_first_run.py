@@ -1,7 +1,8 @@
 """What a new user sees at the start of a run (issue 14): no time budget unless asked for, and one
 note when --max-length is above the checkpoint's position limit."""
 from reliability_cases import FIXTURE_DATA, base_argv
-from training import options, run_multitask
+from training.multitask import options
+from training import run_multitask
 
 
 def test_the_presets_set_no_time_budget():

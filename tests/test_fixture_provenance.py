@@ -55,6 +55,9 @@ def test_stored_fixture_equals_a_live_recomputation(name):
     assert set(old) == set(new), f"{where}: tensors {sorted(set(old) ^ set(new))} differ"
     for k in sorted(new):
         if new[k].is_floating_point() and "." in k and k.split(".")[0] not in ("weights", "inputs"):
-            torch.testing.assert_close(old[k], new[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"{where}: {k}: {m}")
+            # 5e-5, not 1e-5: the fixtures were made on the AMD EPYC; recomputed on the Intel Xeon (AMX) the
+            # same fp32 transformers code differs by up to 1.9e-5 (one element of 18432 of minilm's pair
+            # output), the CPUs' own summation orders. The model's equivalence tests compare live, to 1e-5.
+            torch.testing.assert_close(old[k], new[k], rtol=5e-5, atol=5e-5, msg=lambda m: f"{where}: {k}: {m}")
         else:  # weights, inputs and token ids: exactly
             assert old[k].dtype == new[k].dtype and torch.equal(old[k], new[k]), f"{where}: {k} differs"

@@ -18,9 +18,9 @@ import test_learning
 from test_learning import (step_losses, task_dir, test_distillation_teachers_and_student_learn,  # noqa: F401
                            test_gan_bert_discriminator_learns, test_multitask_learns_every_task,
                            test_single_task_classifier_learns)
-from training import loop as loop_module
+from training.engine import loop as loop_module
 from training import run_classifier, run_distill, run_gan, run_multitask
-from training.loop import Loop, Player, Precision, fit
+from training.engine.loop import Loop, Player, Precision, fit
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +185,7 @@ def test_an_fp16_run_stopped_and_resumed_ends_bit_identical_its_scale_included(t
     would skip other steps."""
     from reliability_cases import FIXTURE_DATA, base_argv, make_tiny_checkpoint
     from test_resume import assert_same, outcome
-    from training import checkpointing, memory
+    from training.engine import checkpointing, memory
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny", dropout=0.1)
     argv = lambda out, *extra: base_argv(ckpt, FIXTURE_DATA, out) + [  # noqa: E731

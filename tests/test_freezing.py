@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import minbert
 from minbert import BertConfig, BertModel
-from training.freezing import (count_trainable, freeze_embeddings, freeze_encoder, freeze_lower_layers,
+from training.engine.freezing import (count_trainable, freeze_embeddings, freeze_encoder, freeze_lower_layers,
                                freeze_module)
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,

@@ -1,4 +1,4 @@
-"""GAN-BERT / AC-GAN-BERT (training/gan.py): shapes, the losses against hand computation, that each
+"""GAN-BERT / AC-GAN-BERT (training/methods/gan.py): shapes, the losses against hand computation, that each
 player's loss moves only its own parameters, and run_gan.py end to end on the fixture files."""
 import json
 import sys
@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from minbert import AdamW, BertConfig, BertModel
-from training import plots, run_gan
-from training.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_losses, generator_loss,
+from training import run_gan
+from training.engine import curves
+from training.methods import gan_plots
+from training.methods.gan import (Discriminator, Generator, collapse_ratios, discriminator_loss, gan_losses, generator_loss,
                           spread, supervised_loss)
-from training.loop import Player, backward
+from training.engine.loop import Player, backward
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 C, K, NOISE = 32, 3, 8
@@ -197,7 +199,7 @@ def test_collapse_ratio_is_zero_for_identical_fakes_and_one_for_real_copies():
 def test_pca_2d_recovers_the_two_largest_variance_directions():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)) * np.array([5.0, 0.1, 2.0, 0.1])
-    xy = plots.pca_2d(x)
+    xy = gan_plots.pca_2d(x)
     top = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1][:2]
     np.testing.assert_allclose(np.var(xy, axis=0, ddof=1), top, rtol=1e-6)
 
@@ -231,7 +233,7 @@ def test_each_method_runs_and_writes_predictions_and_a_record(tmp_path, tiny_che
 def test_sweep_covers_every_fraction_method_and_seed(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     # Without matplotlib (an optional extra; made missing here, whether installed or not): no PNG, one hint.
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
-    monkeypatch.setattr(plots, "_WARNED", False)
+    monkeypatch.setattr(curves, "_WARNED", False)
     result = run(tmp_path, tiny_checkpoint, "--sweep", "--fractions", "0.5,1", "--seeds", "1", "--freeze-encoder")
     assert len(result["runs"]) == 2 * 3
     assert set(result["summary"]) == {"plain", "gan", "acgan"}
@@ -268,7 +270,7 @@ def test_sweep_plot_is_a_png_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")  # the optional [plots] extra
     summary = {m: {"0.5": {"mean": 0.4, "std": 0.1, "n": 2}, "1": {"mean": 0.6, "std": 0.0, "n": 2}}
                for m in ("plain", "gan")}
-    path = plots.plot_sweep(summary, tmp_path / "sweep.png", "sst")
+    path = gan_plots.plot_sweep(summary, tmp_path / "sweep.png", "sst")
     assert path is not None and (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,4 +1,4 @@
-"""The conditioning score of training/gan.py and run_gan.py: is a generator class-conditioned?
+"""The conditioning score of training/methods/gan.py and run_gan.py: is a generator class-conditioned?
 
 Synthetic classes with known means stand in for real embeddings. The binomial intervals the score
 reports are checked against an independent computation here (log-space binomial sums and
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from training import run_gan
-from training.gan import Discriminator, Generator, conditioning_score, fit_probe, probe_predict
+from training.methods.gan import Discriminator, Generator, conditioning_score, fit_probe, probe_predict
 
 C, K = 16, 4
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -144,12 +144,12 @@ def test_the_run_record_carries_the_conditioning_score(tmp_path, tiny_checkpoint
 
 def test_embeddings_plot_colours_real_and_generated_by_class_and_marks_which_is_which(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")  # the optional [plots] extra
-    from training import plots
+    from training.methods import gan_plots
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(gan_plots, "save_figure", lambda plt, fig, path: figures.append(fig) or path)
     real, fake = torch.randn(12, 2).numpy(), torch.randn(9, 2).numpy()
     real_y, fake_y = (torch.arange(12) % 3).numpy(), (torch.arange(9) % 3).numpy()
-    assert plots.plot_embeddings(real, real_y, fake, fake_y, tmp_path / "e.png", "t", 3) == tmp_path / "e.png"
+    assert gan_plots.plot_embeddings(real, real_y, fake, fake_y, tmp_path / "e.png", "t", 3) == tmp_path / "e.png"
     by_label = {s.get_label(): s for s in figures[0].axes[0].collections}
     for c in range(3):
         r, f = by_label[f"real {c}"], by_label[f"generated {c}"]

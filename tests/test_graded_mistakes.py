@@ -18,9 +18,9 @@ pytestmark = pytest.mark.grader
 
 A, L, E, M, O, P, H, S, T, G, D = ("minbert/attention.py", "minbert/layer.py", "minbert/embeddings.py",
                                    "minbert/model.py", "minbert/optimizer.py", "heads/pooling.py",
-                                   "heads/sentiment.py", "heads/similarity.py", "training/pcgrad.py",
-                                   "training/gan.py", "training/distill_targets.py")
-MT = "training/multitask.py"
+                                   "heads/sentiment.py", "heads/similarity.py", "training/engine/pcgrad.py",
+                                   "training/methods/gan.py", "training/methods/distill_targets.py")
+MT = "training/multitask/recipe.py"
 ATT = "attention"
 SEED = 4242  # one seed for the live verdicts and the stored ones they are compared with
 
@@ -233,7 +233,7 @@ MISTAKES = [
         ("-torch.log(1 - pf).mean() + gap.pow(2).sum()", ".detach()", "SUM over the feature dimension"),
         ("-torch.log(1 - pf).mean() + gap.abs().mean()", ".detach()", "|difference|"),
         ("-torch.log(1 - pf).mean() + gap.pow(2).mean()", "", "detach()")]],
-    # step 12 (the larger-piece assignment's training step): training/multitask.py's batch_loss
+    # step 12 (the larger-piece assignment's training step): training/multitask/recipe.py's batch_loss
     (12, {(MT, "batch_loss"): """
         labels = batch["labels"].to(args.device)
         loss = tasks.task_loss(task, args)(task_output(net, task, batch, args), labels)

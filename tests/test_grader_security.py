@@ -1,7 +1,7 @@
 """Cheating submissions earn nothing (issue 17). Each runs through the real autograder in the
 Gradescope layout (make_student --gradescope, unzipped under a temporary AUTOGRADER_ROOT, graded by
 its run_autograder), with the student's code as the unprivileged runner user. Every submission is
-honest everywhere except training/pcgrad.py (step 9), whose function implements nothing and whose
+honest everywhere except training/engine/pcgrad.py (step 9), whose function implements nothing and whose
 import runs one trick: step 9 must earn 0 and step 10, graded after it, its full 10 points.
 
 Needs root (the privilege drop): without root these tests fail, they do not skip. Run with the
@@ -17,7 +17,7 @@ import pytest
 from grader_cases import ROOT, build_autograder, replace_fences, run_gradescope, solution_files
 
 pytestmark = pytest.mark.grader
-PCGRAD = "training/pcgrad.py"
+PCGRAD = "training/engine/pcgrad.py"
 
 FIND_AUTOGRADER = '''
 def _autograder_roots():

@@ -3,7 +3,7 @@ clearly lower its training loss and reach a training score well above chance wit
 
 The data are written here in the course's CSV format, with the dev files a copy of the training
 files, so the dev score each trainer reports is its training accuracy (or correlation). The losses
-are the raw per-step values, taken by wrapping training.loop.fit's on_step (the trainers import fit
+are the raw per-step values, taken by wrapping training.engine.loop.fit's on_step (the trainers import fit
 by name). tests/test_mutations.py runs this file with every gradient's sign flipped and with a
 zero_grad that does nothing, and expects it to fail.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import loop as loop_module
+from training.engine import loop as loop_module
 from training import run_classifier, run_distill, run_gan, run_multitask
-from training import distill as distill_module
+from training.methods import distill as distill_module
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 FILLER = ("the film story plot actor scene music cast script ending camera pace tone crowd city night day "

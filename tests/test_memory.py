@@ -1,4 +1,4 @@
-"""training/memory.py and training/profiling.py: the heap's free pages really go back to the system,
+"""training/engine/memory.py and training/engine/profiling.py: the heap's free pages really go back to the system,
 the oneDNN cache cap is set before any matrix product, and --profile prints where a step's time goes."""
 import os
 import subprocess
@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
-from training import memory, run_multitask
-from training.profiling import step_profiler
+from training.engine import memory
+from training import run_multitask
+from training.engine.profiling import step_profiler
 
 
 def rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""Masked-LM pre-training (training/mlm.py, training/run_mlm.py): the head against transformers'
+"""Masked-LM pre-training (training/methods/mlm.py, training/run_mlm.py): the head against transformers'
 BertForMaskedLM, the tied decoder, BERT's masking rates against the binomial, learning, and the
 checkpoint folder the script writes."""
 import json
@@ -14,9 +14,9 @@ from minbert.checkpoint import hf_to_minbert, minbert_to_hf, read_weights
 from reference import HAVE_TRANSFORMERS, TINY, tiny_inputs
 from reliability_cases import FIXTURE_DATA
 from training import run_mlm
-from training.loop import Loop, Player, fit
-from training.mlm import IGNORE, MaskedLM, mask_tokens, mlm_loss
-from training.optim import param_groups
+from training.engine.loop import Loop, Player, fit
+from training.methods.mlm import IGNORE, MaskedLM, mask_tokens, mlm_loss
+from training.engine.optim import param_groups
 
 needs_transformers = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason="transformers not installed")
 FALSE_ALARM = 1e-6  # chance that a correct masker fails one of the binomial bounds below

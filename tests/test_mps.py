@@ -4,8 +4,10 @@ what only a Mac can show (the kernels, autocast and the scaler on the GPU) stays
 import pytest
 import torch
 
-from training import checkpointing, distributed, options, run_mlm, run_predict
-from training.loop import Precision
+from training.engine import checkpointing, distributed
+from training.multitask import options
+from training import run_mlm, run_predict
+from training.engine.loop import Precision
 
 
 @pytest.fixture
@@ -86,10 +88,10 @@ def test_fp16_on_mps_scales_on_the_mps_device():
 
 
 def test_the_benchmark_syncs_and_counts_memory_on_mps(monkeypatch):
-    """training/benchmark.py's GPU mode on a Mac: it waits for MPS kernels and reads MPS's allocator
+    """bench/benchmark.py's GPU mode on a Mac: it waits for MPS kernels and reads MPS's allocator
     (patched here: no Mac on this machine)."""
     import torch
-    from training import benchmark
+    from bench import benchmark
     calls = []
     monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("sync"))
     monkeypatch.setattr(torch.mps, "current_allocated_memory", lambda: 3 * 2**20)
@@ -99,13 +101,13 @@ def test_the_benchmark_syncs_and_counts_memory_on_mps(monkeypatch):
     assert benchmark.allocated(torch.device("cpu")) == 0
 
 
-def test_the_readme_device_table_is_what_amp_auto_picks(monkeypatch):
-    """README.md's `--amp auto` table, row by row, against options.auto_amp on each kind of device
+def test_the_usage_device_table_is_what_amp_auto_picks(monkeypatch):
+    """docs/USAGE.md's `--amp auto` table, row by row, against options.auto_amp on each kind of device
     (the device's capabilities patched)."""
     import contextlib
     import re
     from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "USAGE.md").read_text()
     rows = [r for r in text.splitlines() if r.startswith("| ") and "`--amp auto` picks" not in r and "|--" not in r]
     table = rows[:5]
     picks = [re.search(r"`(bf16|fp16|none)`", r.split("|")[2]).group(1) for r in table]

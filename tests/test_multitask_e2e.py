@@ -9,8 +9,10 @@ import torch
 from minbert import BertModel
 from minbert.safetensors import load_safetensors
 from heads import sentiment
-from training import options, pcgrad, run_multitask
-from training.streams import TaskStream
+from training.multitask import options
+from training.engine import pcgrad
+from training import run_multitask
+from training.engine.streams import TaskStream
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 

@@ -6,11 +6,11 @@ imports it at start-up, before pytest and the project:
 - sign: every gradient's sign flipped (torch.autograd.backward, which Tensor.backward calls, and
   torch.autograd.grad, which GAN-BERT's players and PCGrad call): gradient ascent.
 - zero_grad: Optimizer.zero_grad and Module.zero_grad do nothing, so .grad accumulates over steps
-  (minbert.AdamW inherits Optimizer.zero_grad; training/loop.py calls opt.zero_grad).
+  (minbert.AdamW inherits Optimizer.zero_grad; training/engine/loop.py calls opt.zero_grad).
 
 The mutated run must fail the expected tests (pytest exit code 1), not crash, and the
 sitecustomize must have been imported (it writes a marker file). GAN-BERT is not expected to fail
-without zero_grad: training/loop.py's backward assigns each player's .grad (p.grad = g) rather than
+without zero_grad: training/engine/loop.py's backward assigns each player's .grad (p.grad = g) rather than
 accumulating, so nothing there depends on zeroing.
 """
 import os

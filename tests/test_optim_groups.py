@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import minbert
 from minbert import BertConfig, BertModel
-from training.optim import param_groups, warmup_linear
+from training.engine.optim import param_groups, warmup_linear
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 

@@ -125,7 +125,7 @@ def make_params(seed: int, dtype=torch.float32) -> list[torch.Tensor]:
 
 
 def groups_of(params: list[torch.Tensor]) -> list[dict]:
-    # Several groups as the trainers build them (training/optim.py): different lr, decay on/off, and
+    # Several groups as the trainers build them (training/engine/optim.py): different lr, decay on/off, and
     # one without bias correction.
     return [{"params": params[0:2], "lr": 3e-3, "weight_decay": 0.01},
             {"params": params[2:4], "lr": 1e-3, "weight_decay": 0.0},
@@ -213,8 +213,8 @@ def test_fused_path_matches_course_reference_vector():
 @pytest.mark.parametrize("first,second", [(False, True), (True, False)])
 def test_switching_paths_mid_run_through_a_checkpoint(first, second):
     # The trainers' crash-safe checkpoints write opt.state_dict() as safetensors + JSON
-    # (training/checkpointing.py); a run may resume on the other path.
-    from training.checkpointing import load_optimizer_state, optimizer_state
+    # (training/engine/checkpointing.py); a run may resume on the other path.
+    from training.engine.checkpointing import load_optimizer_state, optimizer_state
     straight, switched = make_params(3), make_params(3)
     opt_s = AdamW(groups_of(straight))
     opt_a = AdamW(groups_of(switched), fused=first)
@@ -311,7 +311,7 @@ def test_fused_path_equals_graded_update_on_cuda():
 
 
 def test_optimizer_benchmark_runs_every_contender_and_checks_the_fast_path():
-    from training.bench_optim import CONTENDERS, format_report, optimizer_benchmark
+    from bench.bench_optim import CONTENDERS, format_report, optimizer_benchmark
     r = optimizer_benchmark("tiny", steps=2, reps=2, warmup=1, threads=1)
     assert set(r["per_step"]) == set(CONTENDERS)
     assert all(s["reps"] == 2 and s["min_s"] <= s["median_s"] <= s["max_s"] for s in r["per_step"].values())

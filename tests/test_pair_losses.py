@@ -1,4 +1,4 @@
-"""The pair objectives (training/pair_losses.py): CoSENT (--sts-loss cosent) and the multiple-negatives
+"""The pair objectives (training/multitask/pair_losses.py): CoSENT (--sts-loss cosent) and the multiple-negatives
 ranking loss on Quora's duplicates (--quora-mnrl), each against an explicit loop over pairs; their
 options take effect in run_multitask.py, MNRL's sentence encodings exist only when it is on, and bad
 values are refused. (The defaults' unchanged loss traces: tests/test_loss_traces.py.)"""
@@ -10,11 +10,12 @@ import torch
 
 from data.batching import collate, encode_examples, example_lengths
 from data.datasets import load_task
-from heads.multitask import MultitaskBert
+from heads.multitask_bert import MultitaskBert
 from minbert import BertModel, Tokenizer
 from minbert.safetensors import load_safetensors
-from training import options, pair_losses, run_distill, run_multitask, tasks
-from training.splits import load_split
+from training.multitask import options, pair_losses, tasks
+from training import run_distill, run_multitask
+from training.multitask.splits import load_split
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from training.pcgrad import pcgrad_backward, pcgrad_project, project_conflicting
+from training.engine.pcgrad import pcgrad_backward, pcgrad_project, project_conflicting
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from heads.multitask import MultitaskBert, read_run
+from heads.multitask_bert import MultitaskBert, read_run
 from minbert import BertModel, CheckpointError, Tokenizer
-from training import run_predict, tasks
+from training import run_predict
+from training.multitask import tasks
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data" / "course"

@@ -5,7 +5,8 @@ import json
 
 import pytest
 from reliability_cases import FIXTURE_DATA
-from training import options, run_distill, run_multitask
+from training.multitask import options
+from training import run_distill, run_multitask
 
 
 def tiny_best_run(ckpt, out, *extra):

@@ -10,7 +10,7 @@ PRODUCT = ("minbert", "heads", "training", "data", "course")
 REFERENCE_LIBRARIES = {"transformers", "sentence_transformers"}
 # The one allowed place: the benchmark measures minbert side by side with transformers' BertModel,
 # imported lazily inside the function that builds that contender, and runs without it.
-ALLOWED = {"training/benchmark.py", "training/run_benchmark.py"}
+ALLOWED = {"bench/benchmark.py", "bench/run_benchmark.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from reliability_cases import FIXTURE_DATA, TOKENIZER, base_argv, make_tiny_checkpoint
 from data.batching import collate
 from minbert import BertModel, Tokenizer
-from training import run_multitask, tasks
-from training.multitask import build_model, doubled, rdrop_loss, task_output
-from training.splits import load_split
+from training import run_multitask
+from training.multitask import tasks
+from training.multitask.recipe import build_model, doubled, rdrop_loss, task_output
+from training.multitask.splits import load_split
 
 
 def reference_symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

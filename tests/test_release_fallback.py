@@ -17,7 +17,7 @@ import torch
 
 from minbert import AdamW, BertConfig, BertModel, fast_paths_available
 from reference import TINY, tiny_inputs
-from training.options import build_parser
+from training.multitask.options import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 LEFT_OUT = ("fast.py", "fused_adamw.py")  # what the release leaves out of minbert/
@@ -36,7 +36,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import minbert
     from minbert import AdamW, BertConfig, BertModel
-    from training.options import build_parser
+    from training.multitask.options import build_parser
     given = torch.load("given.pt")
     torch.set_num_threads(given["threads"])
     out = {"minbert_file": minbert.__file__, "available": minbert.fast_paths_available()}

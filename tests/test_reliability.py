@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from reliability_cases import CASES, FIXTURE_DATA, SCRIPT, Env, base_argv, run_case, snapshot
-from training import checkpointing, run_multitask, splits, tasks
+from training.engine import checkpointing
+from training import run_multitask
+from training.multitask import splits, tasks
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""course/report.py and course/similarity.py: the class report from results JSON files written here
+"""course/report.py and course/code_similarity.py: the class report from results JSON files written here
 from known numbers, and the similarity check on cases of tests/similarity_cases."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from course import report
-from course.similarity import THRESHOLD, Scaffold, similarity
+from course.code_similarity import THRESHOLD, Scaffold, similarity
 from course.steps import STEPS
 from grader_cases import ALT_A
 from similarity_cases.build import files_for, write_submission
@@ -110,7 +110,7 @@ def test_a_disguised_copy_is_flagged_and_honest_variants_are_not(tmp_path):
 def test_renaming_comments_and_the_scaffold_change_nothing():
     """Normalisation: a rename and comments leave the tokens alone; an untouched scaffold is not code."""
     scaffold = Scaffold.from_solution()
-    path, name = "training/pcgrad.py", "project_conflicting"
+    path, name = "training/engine/pcgrad.py", "project_conflicting"
     solution = files_for({})[path]
     renamed = solution.replace("g_i", "mine").replace("projected", "result").replace("others", "order")
     renamed = renamed.replace("    return result", "    # returned below\n    return result")

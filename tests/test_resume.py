@@ -15,8 +15,9 @@ import torch
 from reliability_cases import FIXTURE_DATA, SCRIPT, base_argv, make_tiny_checkpoint, snapshot
 from minbert import AdamW
 from minbert.safetensors import load_safetensors, save_safetensors
-from training import checkpointing, run_multitask
-from training.streams import TaskStream
+from training.engine import checkpointing
+from training import run_multitask
+from training.engine.streams import TaskStream
 
 # 3 epochs of the fixture data, batch 2: 21 steps (proportional) or 9 (PCGrad + an extra sst epoch);
 # ema: the proportional run with --ema (last/ carries the average: outcome() compares it too).

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
-from training.sampling import TaskScheduler, task_probabilities
+from training.engine.sampling import TaskScheduler, task_probabilities
 
 SIZES = {"sst": 100, "para": 2000, "sts": 30}
 

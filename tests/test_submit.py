@@ -11,14 +11,14 @@ from pathlib import Path
 
 from course import autograder, submit
 from course.make_student import strip_solutions
-from training import tasks
+from training.multitask import tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 EDIT = "\n# a student's edit\n"  # makes each submitted file differ from the repository's
 
 
 def course_prediction_files() -> list[str]:
-    """The prediction files the trainers write: training/tasks.py's table (run_multitask, run_ensemble)
+    """The prediction files the trainers write: training/multitask/tasks.py's table (run_multitask, run_ensemble)
     and run_classifier's {task}-{split}-output.csv for its single-sentence tasks sst and cfimdb."""
     names = {tasks.prediction_file("predictions", t, s).name for t in tasks.TASKS for s in ("dev", "test")}
     return sorted(names | {f"{t}-{s}-output.csv" for t in ("sst", "cfimdb") for s in ("dev", "test")})
@@ -97,7 +97,7 @@ def test_other_prediction_and_output_folders(tmp_path):
 
 def test_a_missing_graded_file_refuses_and_writes_nothing(tmp_path):
     tree = make_tree(tmp_path)
-    gone = ["heads/pooling.py", "training/pcgrad.py"]
+    gone = ["heads/pooling.py", "training/engine/pcgrad.py"]
     for rel in gone:
         (tree / rel).unlink()
     before = sorted(p.name for p in tree.iterdir())
@@ -111,7 +111,7 @@ def test_a_missing_graded_file_refuses_and_writes_nothing(tmp_path):
 def test_each_unfinished_step_is_named_and_the_zip_is_still_written(tmp_path):
     tree = make_tree(tmp_path)
     stubbed = {}
-    for rel in ("minbert/attention.py", "training/gan.py"):  # make_student's own stubs of steps 1 and 11
+    for rel in ("minbert/attention.py", "training/methods/gan.py"):  # make_student's own stubs of steps 1 and 11
         text, fences = strip_solutions((ROOT / rel).read_text(encoding="utf-8"), rel)
         (tree / rel).write_text(text, encoding="utf-8")
         stubbed[rel] = [f for f in fences if not f.large]  # the larger-piece fences stay solved
@@ -128,7 +128,7 @@ def test_each_unfinished_step_is_named_and_the_zip_is_still_written(tmp_path):
             assert lines[number - 1].strip() == f"raise NotImplementedError({f.label!r})"
     assert "step(s) 1, 11 still raise NotImplementedError" in r.stderr
     with zipfile.ZipFile(tree / "submission.zip") as zf:
-        assert zf.read("training/gan.py") == (tree / "training/gan.py").read_bytes()
+        assert zf.read("training/methods/gan.py") == (tree / "training/methods/gan.py").read_bytes()
 
 
 def test_an_existing_zip_is_replaced_only_with_force(tmp_path):
@@ -146,7 +146,7 @@ def test_an_existing_zip_is_replaced_only_with_force(tmp_path):
 
 def test_the_zip_never_goes_into_a_folder_it_zips(tmp_path):
     tree = make_tree(tmp_path)
-    for where in ("minbert/submission.zip", "training/sub/submission.zip", "predictions/submission.zip"):
+    for where in ("minbert/submission.zip", "training/engine/sub/submission.zip", "predictions/submission.zip"):
         r = run_submit(tree, "--out", where)
         assert r.returncode == 1 and "inside a folder that the submission zips" in r.stderr, where
         assert not (tree / where).exists()

@@ -1,4 +1,4 @@
-"""--task-layers N: each task runs its own copy of the encoder's top N layers (heads/multitask.py).
+"""--task-layers N: each task runs its own copy of the encoder's top N layers (heads/multitask_bert.py).
 
 References, built without the option: the plain encoder with the heads on top (N = 0), and for a
 task's path a standard BertModel whose top layers are loaded from that task's copies. Parameter
@@ -13,8 +13,9 @@ import torch
 from heads import MultitaskBert, mean_pool
 from minbert import BertConfig, BertModel, Tokenizer
 from minbert.safetensors import load_safetensors
-from training import multitask, options, run_export, run_multitask, run_predict, tasks
-from training.optim import param_groups
+from training.multitask import recipe, options, tasks
+from training import run_export, run_multitask, run_predict
+from training.engine.optim import param_groups
 
 L = 3
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
@@ -133,7 +134,7 @@ def test_more_task_layers_than_the_encoder_has_is_a_clear_error():
 def build(tiny_checkpoint, *extra):
     args = options.parse_args(["--model", str(tiny_checkpoint), "--data-dir", str(FIXTURE_DATA), "--device", "cpu",
                                "--preset", "quick", "--amp", "none", "--batch-size", "4", "--threads", "1", *extra])
-    return args, multitask.build(args)
+    return args, recipe.build(args)
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -156,7 +157,7 @@ def test_an_sst_step_moves_sst_copy_and_the_shared_layers_not_quoras_or_sts(tiny
     model = run.model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     b, _ = next(run.streams["sst"])
-    loss = tasks.TASKS["sst"].loss(multitask.task_output(model, "sst", b, args), b["labels"])
+    loss = tasks.TASKS["sst"].loss(recipe.task_output(model, "sst", b, args), b["labels"])
     loss.backward()
     run.player.opt.step()
     after = model.state_dict()

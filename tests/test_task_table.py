@@ -1,4 +1,4 @@
-"""Adding a task touches the task table (training/tasks.py) and a head, nothing else: a toy task,
+"""Adding a task touches the task table (training/multitask/tasks.py) and a head, nothing else: a toy task,
 binary sentiment on the CFIMDB files, trains beside sst, is evaluated, and gets its prediction files."""
 from pathlib import Path
 
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from data.datasets import load_task
 from heads.sentiment import SentimentHead
 from minbert.safetensors import load_safetensors
-from training import run_multitask, tasks
+from training import run_multitask
+from training.multitask import tasks
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data" / "course"
 

@@ -1,4 +1,4 @@
 """Training utilities for multitask fine-tuning: PCGrad, task schedules, optimizer groups, freezing."""
-from training import memory
+from training.engine import memory
 
-memory.cap_onednn_cache()  # before any matrix product: oneDNN reads the setting once (training/memory.py)
+memory.cap_onednn_cache()  # before any matrix product: oneDNN reads the setting once (training/engine/memory.py)

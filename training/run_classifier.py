@@ -26,13 +26,14 @@ from data.batching import clamp_max_length, to_device
 from heads.sentiment import POOLINGS, SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
 from minbert.safetensors import save_safetensors
-from training import checkpointing, freezing, tasks
-from training.options import add_shared, amp_problems, auto_amp, device_problems
-from training.loop import Loop, Player, Precision, fit
-from training.multitask import autocast
-from training.optim import param_groups, warmup_linear
-from training.splits import NUM_CLASSES, labelled_subset, load_sentences
-from training.streams import TaskStream
+from training.engine import checkpointing, freezing
+from training.multitask import tasks
+from training.multitask.options import add_shared, amp_problems, auto_amp, device_problems
+from training.engine.loop import Loop, Player, Precision, fit
+from training.multitask.recipe import autocast
+from training.engine.optim import param_groups, warmup_linear
+from training.multitask.splits import NUM_CLASSES, labelled_subset, load_sentences
+from training.engine.streams import TaskStream
 
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # a frozen encoder leaves only a linear layer to fit
 

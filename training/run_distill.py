@@ -22,8 +22,9 @@ import json
 import time
 from pathlib import Path
 
-from training import checkpointing, options
-from training.distill import teachers, train
+from training.engine import checkpointing
+from training.multitask import options
+from training.methods.distill import teachers, train
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, argparse.Namespace]:

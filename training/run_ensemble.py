@@ -30,11 +30,11 @@ import torch
 
 from data.batching import encode_examples
 from data.datasets import find_data_dir, load_task, task_file
-from heads.multitask import MultitaskBert, read_run
+from heads.multitask_bert import MultitaskBert, read_run
 from minbert import Tokenizer
-from training import options, tasks
-from training.splits import sample
-from training.tasks import COURSE_TASKS, TASKS
+from training.multitask import options, tasks
+from training.multitask.splits import sample
+from training.multitask.tasks import COURSE_TASKS, TASKS
 
 SPLITS = ("dev", "test")
 

@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from heads.multitask import MultitaskBert, read_run
+from heads.multitask_bert import MultitaskBert, read_run
 from minbert import Tokenizer
 
 # Base checkpoints we can name on the hub, with their licences; others: the card says to check.

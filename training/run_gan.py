@@ -1,4 +1,4 @@
-"""Few labels, many unlabelled sentences: plain classifier vs GAN-BERT vs AC-GAN-BERT (training/gan.py).
+"""Few labels, many unlabelled sentences: plain classifier vs GAN-BERT vs AC-GAN-BERT (training/methods/gan.py).
 
     python training/run_gan.py --task sst --method gan --labelled 0.05 --seed 1
     python training/run_gan.py --task sst --sweep --seeds 1,2,3 --freeze-encoder     # the whole grid
@@ -36,15 +36,17 @@ import torch
 from data.batching import clamp_max_length, collate, to_device
 from heads.sentiment import SentimentHead
 from minbert import AdamW, BertModel, Tokenizer
-from training import checkpointing, plots, tasks
-from training.gan import (Discriminator, Generator, collapse_ratios, conditioning_score, fit_probe, gan_losses,
+from training.engine import checkpointing
+from training.methods import gan_plots
+from training.multitask import tasks
+from training.methods.gan import (Discriminator, Generator, collapse_ratios, conditioning_score, fit_probe, gan_losses,
                           probe_predict, supervised_loss)
-from training.loop import Loop, Player, Precision, fit
-from training.multitask import autocast
-from training.optim import param_groups, warmup_linear
-from training.options import add_shared, amp_problems, auto_amp, device_problems
-from training.splits import NUM_CLASSES, labelled_subset, load_sentences
-from training.streams import TaskStream
+from training.engine.loop import Loop, Player, Precision, fit
+from training.multitask.recipe import autocast
+from training.engine.optim import param_groups, warmup_linear
+from training.multitask.options import add_shared, amp_problems, auto_amp, device_problems
+from training.multitask.splits import NUM_CLASSES, labelled_subset, load_sentences
+from training.engine.streams import TaskStream
 
 METHODS = ("plain", "gan", "acgan")
 FRACTIONS = "0.01,0.02,0.05,0.1,0.2,0.5,1.0"
@@ -295,11 +297,11 @@ def embedding_report(args, env, G: Generator, D: Discriminator, real_fn, dev: tu
     print(f"    collapse ({method}): generated/real spread, all {ratios['all']:.3f}, mean per class "
           f"{ratios['mean_per_class']:.3f}  (1: as varied as real sentences, 0: collapsed)")
     if args.embeddings_plot:
-        xy, how = plots.project_2d(torch.cat([real, fake]).numpy(), args.projection, seed)
+        xy, how = gan_plots.project_2d(torch.cat([real, fake]).numpy(), args.projection, seed)
         path = Path(args.out_dir) / f"embeddings-{args.task}-{method}-{fraction:g}-seed{seed}.png"
         coloured_by = "conditioning class" if method == "acgan" else "D's predicted class"
         title = f"{method}, {fraction:.0%} labelled, {how}\ngenerated coloured by {coloured_by}"
-        if plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path, title, env["k"]):
+        if gan_plots.plot_embeddings(xy[:m], real_y.numpy(), xy[m:], fake_y.numpy(), path, title, env["k"]):
             print(f"    wrote {path}")
     conditioning = probe_conditioning(args, env["k"], G, D, real_all, real_y_all, dev, method, gen)
     return ratios, conditioning
@@ -398,7 +400,7 @@ def sweep_report(args, records: list[dict], out_dir: Path) -> dict:
                 if f in by else f"{'':>24}"
                 for by in gans.values()))
     steps = sorted({r.get("steps", args.steps) for r in records})
-    png = plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
+    png = gan_plots.plot_sweep(summary, out_dir / f"sweep-{args.task}.png",
                            f"{args.task}: dev accuracy vs labelled data ({'/'.join(map(str, steps))} steps)")
     if png:
         print(f"wrote {png}")

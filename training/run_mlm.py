@@ -7,7 +7,7 @@
 
 Reads the TRAINING files of SST, Quora and STS only (never dev or test: their text would leak into
 the encoder), takes every distinct sentence (both sides of each pair), and trains the encoder with
-BERT's masked-LM objective (training/mlm.py: 15% of the tokens chosen; of those 80% [MASK], 10% a
+BERT's masked-LM objective (training/methods/mlm.py: 15% of the tokens chosen; of those 80% [MASK], 10% a
 random token, 10% unchanged; cross-entropy on the chosen ones) through the one training loop.
 all-MiniLM-L6-v2 has no MLM head: the head's transform starts fresh, its decoder is the word
 embeddings (tied). The --out folder is a plain checkpoint (config.json, model.safetensors with the
@@ -32,13 +32,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from data.batching import clamp_max_length, encode_examples
 from data.datasets import DataError, TASKS, all_files, find_data_dir, load_task
 from minbert import AdamW, BertModel, CheckpointNotFound, Tokenizer
-from training import checkpointing, splits
-from training.loop import Loop, Player, Precision, fit, stop_on_sigterm
-from training.mlm import MaskedLM, mask_tokens, mlm_loss
-from training.multitask import AMP_DTYPES, load_checkpoint
-from training.optim import param_groups, warmup_linear
-from training.options import add_shared, amp_problems, auto_amp, device_problems
-from training.streams import TaskStream
+from training.engine import checkpointing
+from training.multitask import splits
+from training.engine.loop import Loop, Player, Precision, fit, stop_on_sigterm
+from training.methods.mlm import MaskedLM, mask_tokens, mlm_loss
+from training.multitask.recipe import AMP_DTYPES, load_checkpoint
+from training.engine.optim import param_groups, warmup_linear
+from training.multitask.options import add_shared, amp_problems, auto_amp, device_problems
+from training.engine.streams import TaskStream
 
 SOURCES = ("sst", "quora", "sts")  # the multitask model's data sets; their training split only
 

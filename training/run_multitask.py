@@ -20,14 +20,15 @@ from pathlib import Path
 from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from minbert.safetensors import DiskFullError
-from training import checkpointing, distributed, options, tasks
-from training.loop import Loop, Precision, fit, load_last, open_log, stop_on_sigterm
-from training.multitask import batch_loss, build, dev_score, loop_settings, write_predictions
-from training.profiling import step_profiler
+from training.engine import checkpointing, distributed
+from training.multitask import options, tasks
+from training.engine.loop import Loop, Precision, fit, load_last, open_log, stop_on_sigterm
+from training.multitask.recipe import batch_loss, build, dev_score, loop_settings, write_predictions
+from training.engine.profiling import step_profiler
 
 
 def parse_args(argv=None):
-    """The options (training/options.py), checked: a bad one exits with a message naming it."""
+    """The options (training/multitask/options.py), checked: a bad one exits with a message naming it."""
     return options.parse_args(argv, description=__doc__)
 
 

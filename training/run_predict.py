@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from data.batching import collate, encode_examples, example_lengths, to_device
 from data.datasets import load_cfimdb, load_quora, load_sst, load_sts
-from heads.multitask import MultitaskBert, read_run
+from heads.multitask_bert import MultitaskBert, read_run
 from minbert import Tokenizer
-from training import tasks
-from training.options import device_problems
-from training.tasks import TASKS, predictions, write_predictions
+from training.multitask import tasks
+from training.multitask.options import device_problems
+from training.multitask.tasks import TASKS, predictions, write_predictions
 
 LOADERS = {"sst": load_sst, "quora": load_quora, "sts": load_sts, "cfimdb": load_cfimdb}  # by data set
 PROGRESS_MIN = 256  # a progress bar for more items than this (4 batches of the default size)

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training import plots
+from training.engine import curves
 
 COLUMNS = ("sst", "quora", "sts", "overall")
 
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     rows = []
     for d in args.runs:
         if args.plot and (d / "log.jsonl").is_file():
-            print(f"(curves of {d}: {plots.plot_run(d / 'log.jsonl', d / 'curves.png', title=d.name) or 'not drawn'})")
+            print(f"(curves of {d}: {curves.plot_run(d / 'log.jsonl', d / 'curves.png', title=d.name) or 'not drawn'})")
         if not (d / "best" / "options.json").is_file():
             print(f"(skipping {d}: no best/options.json — unfinished run?)")
             continue

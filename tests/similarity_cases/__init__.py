@@ -1,1 +1,1 @@
-"""Instructor-only: the class of honest and copied submissions that measures course/similarity.py (build.py)."""
+"""Instructor-only: the class of honest and copied submissions that measures course/code_similarity.py (build.py)."""

@@ -1,6 +1,6 @@
 """The similarity measurement (issue 29, item 4): build a class of known honest and copied
 submissions, check that the honest ones score full marks, and measure the detection and false-flag
-rates of course/similarity.py at its threshold. Instructor-only, like the grader suites.
+rates of course/code_similarity.py at its threshold. Instructor-only, like the grader suites.
 
     PYTHONPATH=tests .venv/bin/python -m similarity_cases.build [--check] [--steps 1,2] [--json OUT]
     PYTHONPATH=tests .venv/bin/python -m similarity_cases.build --synth 300 DIR   # the benchmark's class
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from course.autograder import editable_files
 from course.make_student import strip_solutions
-from course.similarity import THRESHOLD, similarity
+from course.code_similarity import THRESHOLD, similarity
 from grader_cases import ALT_A, ALT_B, ROOT, replace_fences, with_bodies
 from similarity_cases.copies import disguised
 from similarity_cases.variants import N_VARIANTS, POOLS, variant

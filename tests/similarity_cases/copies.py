@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from course.make_student import find_fences
-from course.similarity import graded_functions
+from course.code_similarity import graded_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["tmp", "acc", "res", "buf", "val", "cur", "out2", "hold", "item", "thing", "part", "piece"]
@@ -86,7 +86,7 @@ REORDERED = {
         total = h.masked_fill(~keep, 0.0).sum(dim=1)  # (B, C)
         return total / count
         """,
-    ("training/gan.py", "discriminator_loss"): """
+    ("training/methods/gan.py", "discriminator_loss"): """
         log_fake_fake, _ = _log_p_fake(fake_logits.float())
         _, log_not_fake_real = _log_p_fake(real_logits.float())
         loss = supervised_loss(real_logits, labels, labelled) - log_not_fake_real.mean() - log_fake_fake.mean()
@@ -94,7 +94,7 @@ REORDERED = {
             loss = loss + F.cross_entropy(fake_logits[:, :-1].float(), fake_labels)
         return loss
         """,
-    ("training/gan.py", "generator_loss"): """
+    ("training/methods/gan.py", "generator_loss"): """
         matching = (real_features.detach().float().mean(dim=0) - fake_features.float().mean(dim=0)).pow(2).mean()
         _, log_not_fake = _log_p_fake(fake_logits.float())
         loss = -log_not_fake.mean() + matching
@@ -102,7 +102,7 @@ REORDERED = {
             loss = loss + F.cross_entropy(fake_logits[:, :-1].float(), fake_labels)
         return loss
         """,
-    ("training/distill_targets.py", "distill_loss"): """
+    ("training/methods/distill_targets.py", "distill_loss"): """
         output, target = output.float(), target.float()
         if task == "quora":
             return F.binary_cross_entropy_with_logits(output, target)
@@ -126,7 +126,7 @@ HELPERS = {
 def _attention_scores(q, k, head_size):
     return (q @ k.transpose(-2, -1)) / math.sqrt(head_size)
 """),
-    ("training/pcgrad.py", "project_conflicting"): ("""
+    ("training/engine/pcgrad.py", "project_conflicting"): ("""
         projected = []
         for i in range(K):
             g_i = grads[i].clone()
@@ -151,7 +151,7 @@ def _remove_conflict(g_i, g_j):
 def _masked_total(h, keep):
     return h.masked_fill(~keep, 0.0).sum(dim=1)
 """),
-    ("training/gan.py", "generator_loss"): ("""
+    ("training/methods/gan.py", "generator_loss"): ("""
         _, log_not_fake = _log_p_fake(fake_logits.float())
         loss = -log_not_fake.mean() + _matching(real_features, fake_features)
         if fake_labels is not None:

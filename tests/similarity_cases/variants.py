@@ -13,8 +13,8 @@ from __future__ import annotations
 A, L, E, M, O = "minbert/attention.py", "minbert/layer.py", "minbert/embeddings.py", "minbert/model.py", \
     "minbert/optimizer.py"
 P, H, PF, S, T = "heads/pooling.py", "heads/sentiment.py", "heads/paraphrase.py", "heads/similarity.py", \
-    "training/tasks.py"
-PC, D, G = "training/pcgrad.py", "training/distill_targets.py", "training/gan.py"
+    "training/multitask/tasks.py"
+PC, D, G = "training/engine/pcgrad.py", "training/methods/distill_targets.py", "training/methods/gan.py"
 
 POOLS: dict[tuple[str, str], list[str]] = {
     (A, "extended_attention_mask"): [

@@ -57,7 +57,7 @@ print(f"import edges among training/'s modules: {inner}; deepest chain: "
 print(f"import edges among all product modules ({', '.join(PACKAGES)}): {sum(map(len, edges.values()))}")
 top = sorted(p.name for p in (root / "training").iterdir() if not p.name.startswith("__pycache__"))
 print(f"training/ top level: {', '.join(top)}")
-for loop_module in ("training.engine.loop", "training.loop"):
+for loop_module in ("training.engine.loop", "training.engine.loop"):
     if loop_module in modules:
         loop = importlib.import_module(loop_module).Loop
         fields = [f.name for f in dataclasses.fields(loop)]

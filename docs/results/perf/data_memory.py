@@ -1,7 +1,7 @@
 """Resident memory of the encoded data of a default multitask run (issue 15, memory goal).
 
 Loads the checkpoint and tokenizer as training/multitask.build does, then every split of sst, quora
-and sts through training.splits.load_split with the default options, reading the process's resident
+and sts through training.multitask.splits.load_split with the default options, reading the process's resident
 set size (/proc/self/statm) and its peak (VmHWM in /proc/self/status) before and after. Linux only.
 
     PYTHONPATH=. MINBERT_DATA_DIR=/work/shared/data python docs/results/perf/data_memory.py
@@ -10,8 +10,8 @@ import gc
 import os
 import sys
 
-from training import multitask, options
-from training.splits import load_split
+from training.multitask import recipe, options
+from training.multitask.splits import load_split
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -27,7 +27,7 @@ def peak_mb() -> float:
 
 
 args = options.parse_args(["--device", "cpu", *sys.argv[1:]])
-tok, encoder = multitask.load_checkpoint(args)
+tok, encoder = recipe.load_checkpoint(args)
 gc.collect()
 before = rss_mb()
 print(f"tasks {','.join(args.tasks)}, max_length {args.max_length}, pair_mode {args.pair_mode}, "

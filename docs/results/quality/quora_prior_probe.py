@@ -1,8 +1,8 @@
 import sys, numpy as np, torch, argparse, json, time
-from heads.multitask import MultitaskBert, read_run
+from heads.multitask_bert import MultitaskBert, read_run
 from minbert import Tokenizer
-from training import tasks
-from training.splits import load_split
+from training.multitask import tasks
+from training.multitask.splits import load_split
 torch.set_num_threads(1)
 run = sys.argv[1]
 info = read_run(run); d = info["directory"]

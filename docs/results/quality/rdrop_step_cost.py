@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from training import options, tasks
-from training.multitask import build, rdrop_loss, task_output
-from training.sampling import TaskScheduler
+from training.multitask import options, tasks
+from training.multitask.recipe import build, rdrop_loss, task_output
+from training.engine.sampling import TaskScheduler
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ target and moves the weight from the teacher to the gold label as training goes 
 
 so early steps imitate the teacher (a smooth, easy target) and the last steps fit the gold labels,
 letting the student overtake its teachers. With lambda = 1 every loss equals the plain gold-label
-loss of training/tasks.py.
+loss of training/multitask/tasks.py.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
   sts    sts-*, score in [0, 5]    pair: --sts-mode cross|...  score (B,)     MSE        Pearson   squared difference
                                                                              or CoSENT (--sts-loss)
 An option can also add a second loss computed with the model itself from each sentence's own
-encoding: quora's multiple-negatives ranking loss (--quora-mnrl WEIGHT; training/pair_losses.py).
+encoding: quora's multiple-negatives ranking loss (--quora-mnrl WEIGHT; training/multitask/pair_losses.py).
 
 Everything else (loading, encoding, training, evaluation, the prediction files, distillation)
 iterates over TASKS. Adding a task means one entry here and, if MultitaskBert does not build its
@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from data.batching import BucketBatchSampler, collate, example_lengths, to_device
 from heads.similarity import MAX_SCORE
-from training.checkpointing import atomic_write
-from training.pair_losses import cosent_loss, quora_mnrl
+from training.engine.checkpointing import atomic_write
+from training.multitask.pair_losses import cosent_loss, quora_mnrl
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Task:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
     predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> the prediction written to the file
     metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> dev score
-    teacher: Callable[[torch.Tensor], torch.Tensor]  # head output -> distillation target (training/distill.py)
+    teacher: Callable[[torch.Tensor], torch.Tensor]  # head output -> distillation target (training/methods/distill.py)
     output: tuple[str, str, str]  # course prediction file prefix, its column header, value format
     cross_option: str | None = None  # the option whose value "cross" makes pairs one [CLS] a [SEP] b [SEP]
     head: Callable[[int, object], nn.Module] | None = None  # (hidden size, options) -> head, if MultitaskBert lacks it

@@ -1,11 +1,11 @@
 """How fast is minbert? Side by side with transformers' BertModel, in one process.
 
-    python training/run_benchmark.py                          # CPU sections, 2 threads (several minutes)
-    python training/run_benchmark.py --json bench.json        # also write the JSON record
-    python training/run_benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
-    python training/run_benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
-    python training/run_benchmark.py --sections sst-epoch     # the timed SST epoch, graded vs fused AdamW
-    python training/run_benchmark.py --sections memory        # peak memory of a training step per batch size
+    python bench/run_benchmark.py                          # CPU sections, 2 threads (several minutes)
+    python bench/run_benchmark.py --json bench.json        # also write the JSON record
+    python bench/run_benchmark.py --sections train --profile 15   # + where the time goes (torch.profiler)
+    python bench/run_benchmark.py --sections gpu --compile # GPU mode (needs CUDA)
+    python bench/run_benchmark.py --sections sst-epoch     # the timed SST epoch, graded vs fused AdamW
+    python bench/run_benchmark.py --sections memory        # peak memory of a training step per batch size
 
 Sections (--sections):
   train  one encoder training step (forward + backward + AdamW step) on the checkpoint (default
@@ -54,9 +54,9 @@ from pathlib import Path
 import torch
 
 from minbert import BertConfig, Tokenizer
-from training import benchmark, efficiency
-from training.options import FULL
-from training.benchmark import (check_same_outputs, contenders, cpu_batches, epoch_section, gpu_bench, load_model,
+from bench import benchmark, efficiency
+from training.multitask.options import FULL
+from bench.benchmark import (check_same_outputs, contenders, cpu_batches, epoch_section, gpu_bench, load_model,
                                 model_section)
 
 PAIRS, GOALS = benchmark.PAIRS, benchmark.GOALS

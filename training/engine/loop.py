@@ -8,7 +8,7 @@
                                                    #  the loss x the fp16 scale with --amp fp16)
             norms = clip(players)                  # (fp16: on the unscaled gradients)
             if finite(losses, norms): opt.step()   # the non-finite guard
-                (ema.update())                     # --ema: the average of the weights (training/ema.py)
+                (ema.update())                     # --ema: the average of the weights (training/engine/ema.py)
             (elif fp16 overflow: the scaler's skip, counted apart; scaler.update())
             sched.step(); opt.zero_grad()
             log, checkpoint, time budget
@@ -18,7 +18,7 @@
 What a trainer does differently comes in as a function (how a step's losses are made, how dev is
 scored) or as Players: GAN-BERT steps two optimizers, the discriminator's (with the encoder) and the
 generator's, each on its own loss. Checkpoints, the guard, the time budget and the distributed
-reductions are the small helpers below; training/checkpointing.py holds the file format. So are
+reductions are the small helpers below; training/engine/checkpointing.py holds the file format. So are
 the two ways a step's gradients differ from one fp32 backward (Precision): --amp fp16's dynamic loss
 scaling and --accumulate's micro-batches.
 """
@@ -40,12 +40,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minbert.safetensors import load_safetensors
-from training import checkpointing, distributed, memory
-from training.checkpointing import TrainingStateError
-from training.distributed import World
-from training.ema import EMA
-from training.pcgrad import TaskGradientSum, pcgrad_backward
-from training.sampling import TaskScheduler
+from training.engine import checkpointing, distributed, memory
+from training.engine.checkpointing import TrainingStateError
+from training.engine.distributed import World
+from training.engine.ema import EMA
+from training.engine.pcgrad import TaskGradientSum, pcgrad_backward
+from training.engine.sampling import TaskScheduler
 
 
 @dataclass
@@ -127,7 +127,7 @@ class Loop:
     say: Callable = print
     desc: str = ""
     save_best: Callable[[Path, dict], None] | None = None  # with out_dir: (best/, info) -> writes model.safetensors
-    release_every: int = 10  # steps between handing the heap's free pages back (training/memory.py; 0: never)
+    release_every: int = 10  # steps between handing the heap's free pages back (training/engine/memory.py; 0: never)
     ema: EMA | None = None  # --ema: an average of the weights, updated every step; scored, kept and final
     precision: Precision = field(default_factory=Precision)  # --amp fp16's loss scaling, --accumulate
 

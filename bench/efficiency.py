@@ -1,6 +1,6 @@
 """The benchmark's efficiency figures (issue 15): the CPU's matrix peak measured in the same run,
 model FLOPs, the resident memory a contender adds, and the timed SST epoch as whole trainer
-processes. training/run_benchmark.py prints them; docs/PERFORMANCE.md, "The efficiency columns",
+processes. bench/run_benchmark.py prints them; docs/PERFORMANCE.md, "The efficiency columns",
 explains them."""
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import torch
 
 from data.batching import clamp_max_length
 from minbert import BertModel
-from training import options
-from training.multitask import load_checkpoint
-from training.splits import load_split
+from training.multitask import options
+from training.multitask.recipe import load_checkpoint
+from training.multitask.splits import load_split
 
 PEAK_SHAPE = (1024, 384, 1536)  # (M, K, N): the model's FFN product, 1024 tokens x 384 -> 1536
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def epoch_argv(args, adamw: str, tmp: str) -> list[str]:
 
 def epoch_work(argv: list[str]) -> dict:
     """Model FLOPs of one SST training epoch as the trainer with this command line reads it: its
-    checkpoint, tokenizer, max length and training limits (training/splits.py), real tokens only."""
+    checkpoint, tokenizer, max length and training limits (training/multitask/splits.py), real tokens only."""
     a = options.parse_args(argv)
     tok, encoder = load_checkpoint(a)
     a.max_length = clamp_max_length(a.max_length, tok, log=lambda _: None)

@@ -1,12 +1,12 @@
 """How fast is one optimizer step? minbert.AdamW's graded loop, its fused path, and torch.optim.AdamW
 (foreach, fused), side by side in one process over one model's parameters.
 
-    from training.bench_optim import optimizer_benchmark, format_report
+    from bench.bench_optim import optimizer_benchmark, format_report
     result = optimizer_benchmark("all-MiniLM-L6-v2", steps=5, reps=9, threads=2)
     print(format_report(result))
 
 Every contender gets its own copy of the weights, grouped as the trainers group them
-(training/optim.py param_groups: layer-wise lr, no decay on biases and LayerNorm), and the same fixed
+(training/engine/optim.py param_groups: layer-wise lr, no decay on biases and LayerNorm), and the same fixed
 gradients. A repetition times `steps` optimizer steps; repetitions run A B C D, D C B A, ... so that
 drift (other processes, clocks) hits every contender alike. Medians are reported with min and max,
 and the ratios are of medians. After the timing the graded and fused paths have taken the same
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from minbert import AdamW, BertConfig, BertModel
-from training.optim import param_groups
+from training.engine.optim import param_groups
 
 CONTENDERS = {  # name -> optimizer over the trainers' param groups
     "minbert-graded": lambda groups: AdamW(groups, lr=1e-4),
@@ -51,7 +51,7 @@ def optimizer_benchmark(model: str = "all-MiniLM-L6-v2", steps: int = 5, reps: i
     weights, for smoke tests). Returns plain JSON-able data: per contender median/min/max seconds per
     step, the speed-ups over the graded loop (ratios of medians), the fused path's largest difference from the graded one, and the setup.
     """
-    from training.benchmark import interleaved  # here, not above: benchmark.py may import this module
+    from bench.benchmark import interleaved  # here, not above: benchmark.py may import this module
 
     if steps < 1 or reps < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"steps, reps and threads must be >= 1 and warmup >= 0, got steps={steps}, reps={reps}, "

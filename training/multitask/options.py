@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from training import splits, tasks
+from training.multitask import splits, tasks
 
 # Presets fill in every option the user did not give. "full" is the default.
 FULL = dict(epochs=3, lr=1e-4, layer_decay=0.9, batch_size=32, max_length=128, limit_train=None, limit_eval=None,
@@ -109,7 +109,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         "top layer per task, a second dev pass per epoch); quick: minutes, subsets, a smoke run. "
                         "Options you give override the preset's")
     g.add_argument("--tasks", default="sst,quora,sts",
-                   help="comma-separated tasks of training/tasks.py's table, e.g. sst (single-task runs)")
+                   help="comma-separated tasks of training/multitask/tasks.py's table, e.g. sst (single-task runs)")
     g.add_argument("--train-fraction", type=float, default=1.0,
                    help="use this random fraction of each training set (keeps the tasks' proportions)")
     add_shared(g, "--limit-train", "--limit-eval", "--max-length", "--skip-bad-rows")
@@ -165,7 +165,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--ema", type=float, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999; 0: off, as in presets full and "
                         "quick; preset best: 0.999) with a warm-up, "
-                        "min(DECAY, (1+n)/(10+n)) at step n (training/ema.py): dev scores, best/, the prediction "
+                        "min(DECAY, (1+n)/(10+n)) at step n (training/engine/ema.py): dev scores, best/, the prediction "
                         "files and run_predict/run_export use the averaged weights. Costs an fp32 copy of the "
                         "weights, an update per step, and one extra dev pass per epoch: the raw weights' scores, "
                         "logged as raw_sst, raw_quora, raw_sts, raw_overall. Fixed for a run (not changeable on --resume)")
@@ -189,7 +189,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=int, default=50, help="steps between loss lines in the metrics log")
     g.add_argument("--profile", type=int, default=0, metavar="N",
                    help="profile N training steps after 20 warm-up steps (torch.profiler): print the time per "
-                        "step and the ops that take it (training/profiling.py), then go on")
+                        "step and the ops that take it (training/engine/profiling.py), then go on")
     g = p.add_argument_group("reliability")
     g.add_argument("--save-every", type=int, default=500,
                    help="steps between training-state checkpoints in out_dir/last")
@@ -254,7 +254,7 @@ def problems(args) -> list[str]:
     out += device_problems(args.device) or amp_problems(args.amp, args.device)
     no_divergence = [t for t in args.tasks if t in tasks.TASKS and tasks.TASKS[t].divergence is None]
     if args.rdrop and no_divergence:
-        out.append(f"--rdrop: task(s) {no_divergence} have no divergence in training/tasks.py's table; add one "
+        out.append(f"--rdrop: task(s) {no_divergence} have no divergence in training/multitask/tasks.py's table; add one "
                    "(Task(divergence=...)) or leave out --rdrop")
     if args.pcgrad and len(args.tasks) < 2:
         out.append("--pcgrad needs at least two tasks")

@@ -11,7 +11,7 @@ import numpy as np
 
 from data.batching import encode_examples
 from data.datasets import load_task
-from training import tasks
+from training.multitask import tasks
 
 NUM_CLASSES = {"sst": 5, "cfimdb": 2}  # the single-sentence classification data sets (run_classifier, run_gan)
 

@@ -13,15 +13,16 @@ import torch
 
 from data.batching import clamp_max_length, to_device
 from data.datasets import DataError, all_files, find_data_dir, task_file
-from heads.multitask import MultitaskBert
+from heads.multitask_bert import MultitaskBert
 from minbert import AdamW, BertModel, CheckpointError, Tokenizer
-from training import freezing, tasks
-from training.distributed import World
-from training.ema import EMA
-from training.loop import Player, Precision
-from training.optim import param_groups, warmup_linear
-from training.splits import load_split
-from training.streams import TaskStream
+from training.engine import freezing
+from training.multitask import tasks
+from training.engine.distributed import World
+from training.engine.ema import EMA
+from training.engine.loop import Player, Precision
+from training.engine.optim import param_groups, warmup_linear
+from training.multitask.splits import load_split
+from training.engine.streams import TaskStream
 
 
 def load_checkpoint(args) -> tuple[Tokenizer, BertModel]:
@@ -176,7 +177,7 @@ def batch_loss(net, model, task: str, batch: dict, weight: float, args) -> torch
     or PCGrad's per-task gradients): the task's training loss (tasks.task_loss: the one --sts-loss
     names) of its head output (task_output) against the batch's labels, or R-Drop's (rdrop_loss) with
     --rdrop; plus the task's second loss (aux_output) x its weight (tasks.aux_weight) when that is on;
-    all x the task's --loss-weights (1 when absent) x the stream's weight of the batch (training/streams.py).
+    all x the task's --loss-weights (1 when absent) x the stream's weight of the batch (training/engine/streams.py).
     net: the model or its DDP wrapper, for the head output; model: the model itself, for the second loss."""
     # BEGIN SOLUTION
     labels = batch["labels"].to(args.device)

@@ -259,7 +259,7 @@ def top_blocks(text: str) -> dict[str, str]:
 
 def parse_needed(text: str, wanted: set[str], scaffold_names: set[str]) -> tuple[str, ast.Module]:
     """(text, tree) holding the top-level blocks `wanted` and every new top-level def (a helper).
-    Parsing only those is 5-10x faster than the whole file (training/tasks.py is long); when the cut
+    Parsing only those is 5-10x faster than the whole file (training/multitask/tasks.py is long); when the cut
     is not valid Python (a column-0 line inside a block), the whole file is parsed."""
     blocks = top_blocks(text)
     part = "".join(b for n, b in blocks.items() if n in wanted or n not in scaffold_names)
@@ -344,7 +344,7 @@ def similar_md(pairs: list[Pair], subs: dict[str, dict], threshold: float = THRE
     hidden, above = above[max_pairs:], above[:max_pairs]
     out = ["# Overly similar submissions", "",
            f"{len(above)} of {len(pairs)} pairs score at least {threshold:g} (weighted k-gram Jaccard, k={K}; "
-           "course/similarity.py says how). A high score is a reason to look, not a verdict.", ""]
+           "course/code_similarity.py says how). A high score is a reason to look, not a verdict.", ""]
     if pairs:
         out += [f"Highest pair score: {pairs[0].score:.2f}; median pair score: "
                 f"{sorted(p.score for p in pairs)[len(pairs) // 2]:.2f}.", ""]

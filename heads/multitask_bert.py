@@ -18,7 +18,7 @@ A batch belongs to one task: its forward runs the shared layers once, then that 
 Batches are dicts of (B, T) tensors input_ids / attention_mask / token_type_ids, as produced by
 Tokenizer.__call__ / Tokenizer.pad / data.batching.collate. Bi-encoder pair methods take two batches
 (one per sentence), cross-encoder ones a single pair batch.
-For training.optim.param_groups pass `model.encoder`, `dict(model.heads)` and `dict(model.task_layers)`.
+For training.engine.optim.param_groups pass `model.encoder`, `dict(model.heads)` and `dict(model.task_layers)`.
 
 A run folder (save_run / from_run) holds everything needed to rebuild the model without the command
 line that trained it:
@@ -193,7 +193,7 @@ class MultitaskBert(nn.Module):
                 raise ValueError(f"{task} takes one (cross-encoder) or two (bi-encoder) batches, got {len(batches)}")
             predict = self.predict_paraphrase if task == "quora" else self.predict_similarity
             return predict(*batches)
-        if task in self.heads and len(batches) == 1:  # a head added through training/tasks.py: one sequence
+        if task in self.heads and len(batches) == 1:  # a head added through training/multitask/tasks.py: one sequence
             out = self.encode(batches[0], task)
             return self.heads[task](out["last_hidden_state"], self._mask(batches[0]), pooler_output=out["pooler_output"])
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

@@ -1,4 +1,4 @@
-"""Pair objectives, the options of the task table's pair tasks (training/tasks.py).
+"""Pair objectives, the options of the task table's pair tasks (training/multitask/tasks.py).
 
 CoSENT (Su 2022; sentence-transformers' CoSENTLoss), `--sts-loss cosent`: STS is scored by Pearson
 correlation, which only cares that more similar pairs score higher, not by how much. MSE asks for

@@ -1,10 +1,10 @@
 """What --quora-mnrl costs: the time of one Quora training step without and with the MNRL term, on the
 same batches, in one process (docs/results/quality/mnrl-step-cost.txt).
 
-    from training.bench_mnrl import mnrl_step_cost, format_report
+    from bench.bench_mnrl import mnrl_step_cost, format_report
     print(format_report(mnrl_step_cost(["--device", "cpu", "--threads", "1"], batches=20)))
 
-The run is built as run_multitask.py builds it (training/multitask.py `build`, --tasks quora), with
+The run is built as run_multitask.py builds it (training/multitask/recipe.py `build`, --tasks quora), with
 --quora-mnrl on so the batches carry the sentences' own encodings; the plain step simply leaves the
 term out. A step: forward, the table's loss (+ WEIGHT x MNRL), backward, clipping, the optimizer step.
 Each batch is timed both ways, in the order plain-on, on-plain, ... so that drift (other processes)
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from training import options, tasks
-from training.multitask import aux_output, build, task_output
+from training.multitask import options, tasks
+from training.multitask.recipe import aux_output, build, task_output
 
 
 def mnrl_step_cost(argv: list[str], batches: int = 20, warmup: int = 2, weight: float = 1.0) -> dict:

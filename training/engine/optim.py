@@ -8,7 +8,7 @@ features that fine-tuning should disturb least, so they get geometrically smalle
     layers[l]      : lr * decay^(L - l)      l = 0 .. L-1, so the top layer gets lr * decay
     embeddings     : lr * decay^(L + 1)      lowest
 
-A task's own copy of layer l (task_layers, heads/multitask.py's --task-layers) gets layer l's lr.
+A task's own copy of layer l (task_layers, heads/multitask_bert.py's --task-layers) gets layer l's lr.
 
 With decay = 1 every group gets lr (plain fine-tuning).
 """

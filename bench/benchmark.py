@@ -1,6 +1,6 @@
 """The benchmark's measurements: minbert side by side with transformers' BertModel, in one process;
 CPU sections first, then the GPU mode (bert-base shape, bf16 autocast + TF32 + fused AdamW, + compile).
-The command, its sections and its fairness rules: training/run_benchmark.py."""
+The command, its sections and its fairness rules: bench/run_benchmark.py."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from data.batching import (BucketBatchSampler, RandomBatchSampler, collate, enco
 from data.datasets import load_task
 from minbert import BertConfig, BertModel, Tokenizer
 from minbert.checkpoint import minbert_to_hf
-from training import efficiency
+from bench import efficiency
 
 try:
     import transformers

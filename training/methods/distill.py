@@ -1,5 +1,5 @@
 """BAM! distillation (Clark et al. 2019): single-task teachers, then multitask students trained on
-annealed targets (training/distill_targets.py), all through the one loop (training/loop.py).
+annealed targets (training/methods/distill_targets.py), all through the one loop (training/engine/loop.py).
 The command is training/run_distill.py."""
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heads.multitask import MultitaskBert
+from heads.multitask_bert import MultitaskBert
 from minbert import Tokenizer
 from minbert.safetensors import load_safetensors
-from training import checkpointing, tasks
-from training.distill_targets import annealed_lambda, distill_loss, mixed_targets
-from training.loop import Loop, fit
-from training.multitask import (build, build_model, dev_score, load_checkpoint, loop_settings, task_output,
+from training.engine import checkpointing
+from training.multitask import tasks
+from training.methods.distill_targets import annealed_lambda, distill_loss, mixed_targets
+from training.engine.loop import Loop, fit
+from training.multitask.recipe import (build, build_model, dev_score, load_checkpoint, loop_settings, task_output,
                                 write_predictions)
-from training.splits import load_split
+from training.multitask.splits import load_split
 
 ARCH_OPTIONS = ("model", "pair_mode", "sts_mode", "sentiment_pooling", "task_layers")  # a teacher must match the student here
 
@@ -60,7 +61,7 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
     result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
     kept = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
     dev = {k: kept[k] for k in (*task_list, "overall") if k in kept}  # the kept epoch's scores, as run_multitask saves
-    # a complete run folder (heads/multitask.py), so run_predict.py, run_export.py and from_run read it
+    # a complete run folder (heads/multitask_bert.py), so run_predict.py, run_export.py and from_run read it
     model.save_run(out_dir, run.tok, {**vars(margs), "lambda": lam}, dev, result["best_epoch"] or 0)
     final = write_predictions(model, data, margs, run.tok.pad_id, out_dir / "predictions")
     history = [{k: v for k, v in h.items() if k != "phase"} for h in result["history"]]
