@@ -17,7 +17,7 @@ from minbert import BertModel
 from training.multitask import recipe, options
 from training import run_multitask
 from training.engine.distributed import World
-from training.engine.loop import Loop, Player, Precision, fit
+from training.engine.loop import Loop, Phase, Player, Precision, Report, fit
 from training.engine.optim import warmup_linear
 
 B, N, STEPS, TOL = 32, 4, 3, 1e-5
@@ -75,12 +75,12 @@ def train(base, batch: int, accumulate: int, pcgrad: bool = False, world: World 
         return out
 
     lrs = []
-    tasks = [("0", STEPS), ("1", STEPS)] if pcgrad else [("0", STEPS)]
+    tasks = {"0": STEPS, "1": STEPS} if pcgrad else {"0": STEPS}
     own = [list(h.parameters()) for h in model.heads]
     pc = (list(model.encoder.parameters()), own, torch.Generator().manual_seed(0)) if pcgrad else None
     precision = Precision(accumulate=accumulate, **({"no_sync": no_sync} if no_sync else {}))
-    fit(Loop(model, [player], [("p", tasks, STEPS, "round_robin")], losses, train_mode=model.eval, pcgrad=pc,
-             clip=0, world=world, precision=precision, say=lambda *a: None,
+    fit(Loop(model, [player], [Phase("p", tasks, STEPS)], losses, train_mode=model.eval, pcgrad=pc,
+             clip=0, world=world, precision=precision, report=Report(say=lambda *a: None),
              on_step=lambda step, values: lrs.append(opt.param_groups[0]["lr"])))
     return model.state_dict(), lrs
 

@@ -12,7 +12,7 @@ from minbert.safetensors import load_safetensors
 from training.engine import checkpointing
 from training import run_multitask
 from training.engine.ema import EMA
-from training.engine.loop import Loop, Player, fit
+from training.engine.loop import Loop, Phase, Player, Report, fit
 
 
 def toy_loop(decay: float, steps: int, recorded: list) -> Loop:
@@ -31,8 +31,8 @@ def toy_loop(decay: float, steps: int, recorded: list) -> Loop:
         recorded.append([p.detach().double().clone() for p in model.parameters()])
 
     recorded.append([p.detach().double().clone() for p in model.parameters()])  # the initial weights
-    return Loop(model, [player], [("toy", [("a", steps)], steps, "round_robin")], losses, on_step=on_step,
-                ema=EMA(model, decay), say=lambda *a: None)
+    return Loop(model, [player], [Phase("toy", {"a": steps}, steps)], losses, on_step=on_step,
+                ema=EMA(model, decay), report=Report(say=lambda *a: None))
 
 
 def test_ema_after_k_steps_equals_a_plain_recomputation_over_the_recorded_weights():

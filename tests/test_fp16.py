@@ -10,6 +10,8 @@ torch runs both (emulated: slow, so the runs here are tiny).
 """
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +22,8 @@ from test_learning import (step_losses, task_dir, test_distillation_teachers_and
                            test_single_task_classifier_learns)
 from training.engine import loop as loop_module
 from training import run_classifier, run_distill, run_gan, run_multitask
-from training.engine.loop import Loop, Player, Precision, fit
+from training.engine.checkpointing import RunFolder
+from training.engine.loop import Guard, Loop, Phase, Player, Precision, Report, fit
 
 
 @pytest.fixture(autouse=True)
@@ -70,12 +73,12 @@ def task_loss(model, k: int, h_hook=None, amp: bool = True) -> torch.Tensor:
     return torch.nn.functional.mse_loss(out, TARGETS[k])
 
 
-def tiny_loop(precision: Precision, losses, steps: int, model=None, pcgrad: bool = False, **kw):
+def tiny_loop(precision: Precision, losses, steps: int, model=None, pcgrad: bool = False, clip: float = 1.0, **kw):
     """A Loop over `steps` steps of the tiny model; returns (loop, log rows, weights after each step, scales)."""
     model = model or Tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     player = Player(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), list(model.parameters()))
-    tasks = [("a", steps), ("b", steps)] if pcgrad else [("a", steps)]
+    tasks = {"a": steps, "b": steps} if pcgrad else {"a": steps}
     weights, scales = [], []
 
     def on_step(step, values):
@@ -84,9 +87,6 @@ def tiny_loop(precision: Precision, losses, steps: int, model=None, pcgrad: bool
 
     shared = pcgrad and (list(model.trunk.parameters()), [list(h.parameters()) for h in model.heads],
                          torch.Generator().manual_seed(0))
-    loop = Loop(model, [player], [("p", tasks, steps, "round_robin")], lambda t: losses(model, t), on_step=on_step,
-                precision=precision, pcgrad=shared or None, say=lambda *a: None, **kw)
-
     class Log:  # log.jsonl in memory: its rows
         rows: list = []
 
@@ -95,9 +95,17 @@ def tiny_loop(precision: Precision, losses, steps: int, model=None, pcgrad: bool
 
         def flush(self):
             pass
+
+        def tell(self):
+            return 0
     log = Log()
     log.rows = []
-    return fit(loop, log), log.rows, weights, scales
+    # a run folder for its log (the skip rows); last/ is written into a temporary folder at the end
+    folder = RunFolder(Path(tempfile.mkdtemp()), {}, save_every=10**9, log=log)
+    loop = Loop(model, [player], [Phase("p", tasks, steps)], lambda t: losses(model, t), on_step=on_step,
+                precision=precision, pcgrad=shared or None, clip=clip, guard=Guard(**kw), report=Report(say=lambda *a: None),
+                run=folder)
+    return fit(loop), log.rows, weights, scales
 
 
 def test_an_injected_overflow_is_the_scalers_skip_and_halves_the_scale():
@@ -194,10 +202,10 @@ def test_an_fp16_run_stopped_and_resumed_ends_bit_identical_its_scale_included(t
     whole = outcome(tmp_path / "whole")
     real_release = memory.release
 
-    def release(step=None, every=0):  # Ctrl-C just after the step after the checkpoint of step 4
+    def release(step=None):  # Ctrl-C just after the step after the checkpoint of step 4
         if step == 5:
             raise KeyboardInterrupt
-        return real_release() if step is None else real_release(step, every)
+        return real_release(step)
     monkeypatch.setattr(loop_module.memory, "release", release)
     with pytest.raises(SystemExit) as stop:
         run_multitask.main(argv(tmp_path / "stopped"))

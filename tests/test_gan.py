@@ -110,7 +110,7 @@ def step(setup, update_d=True, update_g=True, fake_labels=None):
     # as training/loop.fit steps the two players: each loss into its own player's parameters, then both steps
     on = [(d_loss, Player(d_opt, None, d_params))] if update_d else []
     on += [(g_loss, Player(g_opt, None, list(G.parameters())))] if update_g else []
-    backward([loss for loss, _ in on], [player for _, player in on], isolate=True)
+    backward([loss for loss, _ in on], [player for _, player in on])
     for _, player in on:
         player.opt.step()
     return stats

@@ -34,10 +34,13 @@ def test_release_runs_every_nth_step_only(monkeypatch):
     calls = []
     monkeypatch.setattr(memory, "_TRIM", lambda pad: calls.append(pad))
     for step in range(1, 31):
-        memory.release(step, every=10)
-    memory.release(5, every=0)  # 0: never
+        memory.release(step)
+    every = memory.RELEASE_EVERY
+    assert every > 1 and calls == [0] * (30 // every)  # steps every, 2 * every, ...
+    monkeypatch.setattr(memory, "RELEASE_EVERY", 0)  # 0: never
+    memory.release(10)
     memory.release()  # no step: now
-    assert calls == [0, 0, 0, 0]
+    assert calls == [0] * (30 // every + 1)
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "16"), ("1024", "1024")])

@@ -14,7 +14,7 @@ from minbert.checkpoint import hf_to_minbert, minbert_to_hf, read_weights
 from reference import HAVE_TRANSFORMERS, TINY, tiny_inputs
 from reliability_cases import FIXTURE_DATA
 from training import run_mlm
-from training.engine.loop import Loop, Player, fit
+from training.engine.loop import Loop, Phase, Player, Report, fit
 from training.methods.mlm import IGNORE, MaskedLM, mask_tokens, mlm_loss
 from training.engine.optim import param_groups
 
@@ -149,7 +149,7 @@ def test_a_few_steps_on_a_tiny_corpus_lower_the_loss(tiny_checkpoint):
         return {"mlm": mlm_loss(model, ids, batch["attention_mask"], batch["token_type_ids"], labels)}
 
     fit(Loop(model, [Player(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), list(model.parameters()))],
-             [("mlm", [("mlm", 1)], 40, "round_robin")], losses, say=lambda *a: None))
+             [Phase("mlm", {"mlm": 1}, 40)], losses, report=Report(say=lambda *a: None)))
     after = fixed_batch_loss(model, held, held_labels)
     # lower than where it started, and than log V: the loss of a model that knows nothing of the words
     assert after < before and after < math.log(tok.vocab_size), (before, after)

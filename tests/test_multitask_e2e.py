@@ -116,7 +116,7 @@ def step_tasks(seen) -> list[str]:
 
 
 def n_batches(seen) -> dict[str, int]:
-    return dict(seen["loop"].phases[0][1])
+    return dict(seen["loop"].phases[0].batches)
 
 
 def test_default_mode_uses_sdpa_cls_pooling_and_samples_the_tasks(tmp_path, tiny_checkpoint, spy):
@@ -155,7 +155,7 @@ def test_sequential_trains_one_task_after_another_then_the_extra_epochs(tmp_path
     multitask = order[:sum(nb.values())]
     blocks = [t for i, t in enumerate(multitask) if i == 0 or multitask[i - 1] != t]
     assert sorted(blocks) == ["quora", "sst", "sts"], order  # each task in one contiguous block
-    assert [p[0] for p in spy["loop"].phases] == ["multitask", "extra-sst"]
+    assert [p.name for p in spy["loop"].phases] == ["multitask", "extra-sst"]
     assert order[sum(nb.values()):] == ["sst"] * nb["sst"]
 
 

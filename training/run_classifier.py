@@ -29,7 +29,7 @@ from minbert.safetensors import save_safetensors
 from training.engine import checkpointing, freezing
 from training.multitask import tasks
 from training.multitask.options import add_shared, amp_problems, auto_amp, device_problems
-from training.engine.loop import Loop, Player, Precision, fit
+from training.engine.loop import Guard, Loop, Phase, Player, Precision, Report, fit
 from training.multitask.recipe import autocast
 from training.engine.optim import param_groups, warmup_linear
 from training.multitask.splits import NUM_CLASSES, labelled_subset, load_sentences
@@ -149,10 +149,11 @@ def main(argv=None) -> dict:
         print(f"  dev accuracy {acc:.4f}")
         return acc, {"dev_acc": acc}
 
-    phases = [(args.task, [(args.task, n_batches)], min(n_batches, total - s), "round_robin")
-              for s in range(0, total, n_batches)]
-    result = fit(Loop(model, [player], phases, losses, score, train_mode=train_mode, seed=args.seed, clip=args.clip,
-                      log_every=1, smoothing=0.0, on_nonfinite="skip" if args.amp != "none" else "stop", max_skips=20,
+    phases = [Phase(args.task, {args.task: n_batches}, min(n_batches, total - s), seed=args.seed + k)
+              for k, s in enumerate(range(0, total, n_batches))]
+    result = fit(Loop(model, [player], phases, losses, score, train_mode=train_mode, clip=args.clip,
+                      guard=Guard("skip" if args.amp != "none" else "stop", max_skips=20),
+                      report=Report(log_every=1, smoothing=0.0),
                       precision=Precision.of(args.amp, args.device, args.accumulate)))
     # (fit keeps the best epoch's weights in memory and loads them)
 

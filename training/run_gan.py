@@ -41,7 +41,7 @@ from training.methods import gan_plots
 from training.multitask import tasks
 from training.methods.gan import (Discriminator, Generator, collapse_ratios, conditioning_score, fit_probe, gan_losses,
                           probe_predict, supervised_loss)
-from training.engine.loop import Loop, Player, Precision, fit
+from training.engine.loop import Guard, Loop, Phase, Player, Precision, Report, fit, smooth
 from training.multitask.recipe import autocast
 from training.engine.optim import param_groups, warmup_linear
 from training.multitask.options import add_shared, amp_problems, auto_amp, device_problems
@@ -234,18 +234,20 @@ def run_one(args, env: dict, method: str, fraction: float, seed: int, write_file
         stats.update(step_stats)
         return {"d_loss": d_loss, "g_loss": g_loss}
 
+    # The record's log: the losses and GAN statistics smoothed as the loop smooths its running losses
+    # (engine/loop.py smooth), with a shorter memory than the multitask default's 0.98.
+    report = Report(log_every=args.log_every, smoothing=0.9, desc=f"{method} {fraction:g} seed {seed} ")
     log, running = [], {}
 
     def on_step(step: int, values: dict) -> None:
-        nonlocal running
-        running = {key: 0.9 * running.get(key, v) + 0.1 * v for key, v in (stats or values).items()}
+        smooth(running, stats or values, report.smoothing)
         if step % args.log_every == 0 or step == args.steps:
             log.append({"step": step, **{key: round(v, 4) for key, v in running.items()}})
 
-    fit(Loop(encoder or D, players, [(method, [(method, args.steps)], args.steps, "round_robin")], losses,
-             train_mode=lambda: None, on_step=on_step, seed=seed, clip=args.clip, log_every=args.log_every,
-             desc=f"{method} {fraction:g} seed {seed} ", on_nonfinite="skip" if args.amp != "none" else "stop",
-             max_skips=20, precision=Precision.of(args.amp, args.device, args.accumulate)))
+    fit(Loop(encoder or D, players, [Phase(method, {method: args.steps}, args.steps, seed=seed)], losses,
+             train_mode=lambda: None, on_step=on_step, clip=args.clip,
+             guard=Guard("skip" if args.amp != "none" else "stop", max_skips=20), report=report,
+             precision=Precision.of(args.amp, args.device, args.accumulate)))
 
     # ---- evaluation: the discriminator's k real-class logits are the classifier ----
     D.eval()

@@ -34,7 +34,7 @@ from data.datasets import DataError, TASKS, all_files, find_data_dir, load_task
 from minbert import AdamW, BertModel, CheckpointNotFound, Tokenizer
 from training.engine import checkpointing
 from training.multitask import splits
-from training.engine.loop import Loop, Player, Precision, fit, stop_on_sigterm
+from training.engine.loop import Guard, Loop, Phase, Player, Precision, Report, fit, stop_on_sigterm
 from training.methods.mlm import MaskedLM, mask_tokens, mlm_loss
 from training.multitask.recipe import AMP_DTYPES, load_checkpoint
 from training.engine.optim import param_groups, warmup_linear
@@ -157,7 +157,8 @@ def main(argv=None) -> dict:
         passes = 1000
     total = args.steps or passes * n_batches
     # one phase per pass over the corpus; the last one may be cut short by --steps
-    phases = [("mlm", [("mlm", n_batches)], min(n_batches, total - k * n_batches), "round_robin") for k in range(passes)]
+    phases = [Phase("mlm", {"mlm": n_batches}, min(n_batches, total - k * n_batches), seed=args.seed + k)
+              for k in range(passes)]
     stream = TaskStream(corpus, args.batch_size, tok.pad_id, args.seed)
     masks = torch.Generator().manual_seed(args.seed)  # the masks' own stream: independent of dropout
     special = [tok.cls_id, tok.sep_id, tok.pad_id]
@@ -185,9 +186,9 @@ def main(argv=None) -> dict:
           + (f"{args.steps} steps" if args.steps else "") + (" or " if args.steps and args.minutes else "")
           + (f"{args.minutes:g} minutes" if args.minutes else ""))
     loop = Loop(model, [Player(opt, sched, [p for p in model.parameters() if p.requires_grad])], phases, losses,
-                seed=args.seed, clip=args.clip, time_budget=args.minutes, on_step=on_step, device=args.device,
-                log_every=args.log_every, on_nonfinite="skip" if args.amp in AMP_DTYPES else "stop",
-                max_skips=20, precision=Precision.of(args.amp, args.device, args.accumulate))
+                on_step=on_step, clip=args.clip,
+                guard=Guard("skip" if args.amp in AMP_DTYPES else "stop", max_skips=20, time_budget=args.minutes),
+                report=Report(log_every=args.log_every), precision=Precision.of(args.amp, args.device, args.accumulate))
     try:
         result = fit(loop)
     except KeyboardInterrupt:

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from data.datasets import all_files, find_data_dir
 from minbert import CheckpointNotFound
 from minbert.safetensors import DiskFullError
 from training.engine import checkpointing, distributed
-from training.multitask import options, tasks
-from training.engine.loop import Loop, Precision, fit, load_last, open_log, stop_on_sigterm
-from training.multitask.recipe import batch_loss, build, dev_score, loop_settings, write_predictions
+from training.engine.checkpointing import RunFolder
+from training.engine.loop import Loop, fit, stop_on_sigterm
 from training.engine.profiling import step_profiler
+from training.multitask import options, tasks
+from training.multitask.recipe import batch_loss, build, dev_score, loop_settings, write_predictions
 
 
 def parse_args(argv=None):
@@ -39,9 +41,7 @@ def prepare(args, world):
     find_data_dir(args.data_dir, required=all_files([tasks.TASKS[t].data for t in args.tasks]))  # every missing file
     say = print if world.is_main else (lambda *a, **k: None)
     say(f"loading {args.model} and the data ({', '.join(args.tasks)}) ...")
-    run = build(args, world)
-    run.state, run.say = {}, say
-    run.precision = Precision.of(args.amp, args.device, args.accumulate, say=say)  # resume restores its scale
+    run = build(args, world, say)  # its fp16 scaler: --resume restores the scale below
     last = Path(args.out_dir) / "last"
 
     def restore_streams(state: dict) -> None:
@@ -49,9 +49,10 @@ def prepare(args, world):
             run.streams[t].load_state_dict(state["streams"][t])
 
     if args.resume and checkpointing.exists(last):
-        run.state = load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
-                              options.RUNTIME_OPTIONS, restore_streams, options.defaults(), run.ema,
-                              run.precision.scaler)
+        state = checkpointing.load_last(last, run.model, run.player, {"pcgrad": run.pcgrad_gen}, world, vars(args),
+                                        options.RUNTIME_OPTIONS, restore_streams, options.defaults(), run.ema,
+                                        run.precision.scaler)
+        run = replace(run, state=state)
         say(f"resuming from {last} at step {run.state['step']}")
     elif args.resume:
         say(f"--resume: no checkpoint in {last} yet, starting from the beginning")
@@ -106,20 +107,21 @@ def train_and_predict(run, args, world) -> dict:
             out[t] = batch_loss(net if len(step_tasks) == 1 else model, model, t, batch, weight, args)
         return out
 
+    folder = RunFolder(Path(args.out_dir), vars(args), args.save_every, run.state,
+                       extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}},
+                       generators={"pcgrad": run.pcgrad_gen},
+                       save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]))
     loop = Loop(model, [run.player], run.phases, losses, lambda: dev_score(model, run.data, args, run.tok.pad_id, say),
-                pcgrad=run.pcgrad, out_dir=Path(args.out_dir), save_every=args.save_every, options=vars(args),
-                world=world, state=run.state, generators={"pcgrad": run.pcgrad_gen}, **loop_settings(args, run.precision),
-                extra_state=lambda: {"streams": {t: s.state_dict() for t, s in streams.items()}}, say=say,
-                save_best=lambda d, info: model.save_run(d, run.tok, info["options"], info["dev"], info["epoch"]),
-                on_step=step_profiler(args.profile, say=say) if args.profile else None, ema=run.ema)
-    log = open_log(loop, args.overwrite, args.resume) if world.is_main else None
+                on_step=step_profiler(args.profile, say=say) if args.profile else None, pcgrad=run.pcgrad,
+                **loop_settings(args, run.precision, say), world=world, ema=run.ema, run=folder)
+    log = checkpointing.open_log(folder, args.overwrite, args.resume) if world.is_main else None
     say(f"{sum(p.numel() for p in run.player.params):,} trainable parameters; {run.total_steps} steps; "
         f"tasks {run.n_batches} batches per epoch" + (f"; {world.world_size} processes" if world.distributed else "")
         + (f"; {args.accumulate} micro-batches per step" if args.accumulate > 1 else ""))
     say(f"time budget: training stops after {args.time_budget:g} min, then the run evaluates and predicts"
         if args.time_budget else "no time budget: the run trains every step (--time-budget MINUTES stops it "
         "earlier); the progress bar shows the time left")
-    result = fit(loop, log)
+    result = fit(loop)
     history, minutes = result["history"], result["minutes"]
     if not world.is_main:  # rank 0 writes the predictions
         return {"dev": {}, "history": history, "minutes": minutes}

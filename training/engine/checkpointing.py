@@ -12,7 +12,10 @@ import json
 import os
 import random
 import secrets
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Callable
 
 import numpy as np
 import torch
@@ -224,3 +227,80 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
         torch.cuda.set_rng_state(_unb64(state["cuda"]))
     if "mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(_unb64(state["mps"]))
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+@dataclass
+class RunFolder:
+    """A trainer's run folder (run_multitask.py): log.jsonl, last/ (the whole training state, for
+    --resume) and best/ (the kept weights), and what every checkpoint carries. Trainers without one
+    (run_classifier, run_distill, run_gan, run_mlm) pass none and keep the best weights in memory."""
+    path: Path
+    options: dict  # the run's options, saved with every checkpoint (check_resumable compares them)
+    save_every: int = 500  # optimizer steps between saves of last/
+    state: dict = field(default_factory=dict)  # the checkpoint being resumed; {} on a fresh start
+    extra_state: Callable[[], dict] = dict  # the trainer's part of a checkpoint (data stream positions)
+    generators: dict = field(default_factory=dict)  # torch generators saved with the RNG states
+    save_best: Callable[[Path, dict], None] | None = None  # (best/, info) -> writes model.safetensors there
+    log: IO[str] | None = None  # log.jsonl, open for appending (rank 0; open_log)
+
+
+def save_last(folder: RunFolder, model, player, world, progress: dict, ema=None, scaler=None) -> None:
+    """last/: the whole training state, on rank 0, with every rank's RNG states. player: the
+    optimizer and LR schedule saved (engine/loop.py's Player); ema, scaler: --ema's weights, fp16's scale."""
+    from training.engine import distributed
+    rngs = distributed.all_gather_object(rng_state(folder.generators), world)
+    if not world.is_main:
+        return
+    opt_tensors, opt_meta = optimizer_state(player.opt)
+    tensors = {"model": model.state_dict(), "optimizer": opt_tensors}
+    extra = {}
+    if ema is not None:
+        tensors["ema"], extra = ema.state_dict(), {"ema_updates": ema.updates}
+    if scaler is not None:  # fp16: the loss scale and its growth counter (plain numbers)
+        extra["scaler"] = scaler.state_dict()
+    save(folder.path / "last", tensors, dict(
+        progress, **folder.extra_state(), **extra, lr_schedule=player.sched.state_dict(), optimizer=opt_meta,
+        rng=rngs, options=folder.options, world_size=world.world_size))
+
+
+def load_last(last: Path, model, player, generators: dict, world, options: dict,
+              may_change: set[str], restore: Callable[[dict], None] = lambda state: None,
+              defaults: dict | None = None, ema=None, scaler=None) -> dict:
+    """Restore model, optimizer, schedule, RNGs, the EMA weights, the fp16 loss scale and (restore(state))
+    the trainer's part from last/ (made by save_last); returns its state. defaults: the options' defaults,
+    for options newer than the checkpoint (check_resumable). A checkpoint without a scale (written
+    without --amp fp16, which may change on --resume) leaves the scaler at its start."""
+    state, tensors = load(last)
+    check_resumable(state, options, world.world_size, last, may_change, defaults)
+    try:
+        model.load_state_dict(tensors["model"])
+        load_optimizer_state(player.opt, tensors["optimizer"], state["optimizer"])
+        player.sched.load_state_dict(state["lr_schedule"])
+        set_rng_state(state["rng"][world.rank], generators)
+        if ema is not None:
+            ema.load_state_dict(tensors["ema"], state["ema_updates"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        restore(state)
+    except (KeyError, IndexError, RuntimeError, ValueError) as e:
+        raise TrainingStateError(f"{last}: the checkpoint does not fit this run ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0]}); start again with --overwrite") from None
+    return state
+
+
+def open_log(folder: RunFolder, overwrite: bool, resume: bool) -> IO[str]:
+    """log.jsonl for appending (rank 0), also kept in folder.log: emptied on --overwrite, cut back to the
+    checkpoint on --resume."""
+    out_dir, state = folder.path, folder.state
+    if overwrite and not state:
+        for old in (out_dir / "last", out_dir / "best", out_dir / "log.jsonl"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path, keep = out_dir / "log.jsonl", state.get("log_bytes", 0)
+    if resume and path.is_file() and path.stat().st_size > keep:
+        os.truncate(path, keep)  # rows after the checkpoint are written again
+    folder.log = open(path, "a", encoding="utf-8")
+    return folder.log

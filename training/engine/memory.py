@@ -9,7 +9,7 @@ activation, different in every batch. Two things grow with that, measured on the
   * glibc malloc serves the activations from its heap. Freed blocks of one size seldom fit the next
     batch's sizes, so the heap fragments and grows step after step without bound.
     malloc_trim(0) hands the free pages back to the system; doing it every few steps bounds the
-    growth at the cost of touching those pages again (a step's worth every `every` steps).
+    growth at the cost of touching those pages again (a step's worth every RELEASE_EVERY steps).
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def _glibc_trim():
 _TRIM = _glibc_trim()  # None off glibc (macOS, musl): nothing to do there
 
 
-def release(step: int | None = None, every: int = 1) -> None:
-    """Return the heap's free pages to the system (glibc only), on every `every`-th step (or now)."""
-    if _TRIM is not None and every > 0 and (step is None or step % every == 0):
+RELEASE_EVERY = 10  # steps between trims (docs/PERFORMANCE.md, "Memory"; 0: never)
+
+
+def release(step: int | None = None) -> None:
+    """Return the heap's free pages to the system (glibc only), every RELEASE_EVERY-th step (or now)."""
+    if _TRIM is not None and (step is None or (RELEASE_EVERY > 0 and step % RELEASE_EVERY == 0)):
         _TRIM(0)

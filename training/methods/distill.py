@@ -58,7 +58,8 @@ def train(margs, task_list: list[str], lam: float | str, teacher: dict | None, o
         key, scores = dev_score(model, data, margs, run.tok.pad_id, prefix=f"{out_dir.name} ")
         return key, {"lambda": weight[0], **scores}
 
-    result = fit(Loop(model, [run.player], run.phases, losses, score, desc=f"{out_dir.name} ", **loop_settings(margs)))
+    result = fit(Loop(model, [run.player], run.phases, losses, score,
+                      **loop_settings(margs, run.precision, desc=f"{out_dir.name} ")))
     kept = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
     dev = {k: kept[k] for k in (*task_list, "overall") if k in kept}  # the kept epoch's scores, as run_multitask saves
     # a complete run folder (heads/multitask_bert.py), so run_predict.py, run_export.py and from_run read it

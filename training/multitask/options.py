@@ -1,4 +1,5 @@
-"""Command-line options of training/run_multitask.py, and their checks.
+"""The trainers' command-line options (run_multitask.py's, and the shared ones the other run_*.py scripts
+add with add_shared), and their checks.
 
 Every option is checked here, before any file is read or written: a bad value exits (status 2) with
 argparse's usage line and one message naming the option, what is wrong, and what to pass instead.

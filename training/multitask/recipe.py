@@ -1,12 +1,14 @@
-"""The multitask model's pieces that run_multitask.py and run_distill.py share: reading the
-checkpoint, building the model with a head per task of the table, the optimizer, the step plan,
-the per-task losses (R-Drop's too), dev scores and the course's prediction files."""
+"""The multitask recipe, shared by run_multitask.py, run_distill.py and the benchmarks: reading the
+checkpoint, building the run (MultitaskRun: the model with a head per task of the table, the
+optimizer, the step plan), the loss of a task batch (batch_loss; R-Drop's too), dev scores and the
+course's prediction files."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import random
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ from training.engine import freezing
 from training.multitask import tasks
 from training.engine.distributed import World
 from training.engine.ema import EMA
-from training.engine.loop import Player, Precision
+from training.engine.loop import Guard, Phase, Player, Precision, Report
 from training.engine.optim import param_groups, warmup_linear
 from training.multitask.splits import load_split
 from training.engine.streams import TaskStream
@@ -57,7 +59,26 @@ def build_model(args, encoder: BertModel) -> MultitaskBert:
     return model.to(args.device)
 
 
-def build(args, world: World = World()) -> argparse.Namespace:
+@dataclass
+class MultitaskRun:
+    """What build() makes of the options: the model and its data, the optimizer, the step plan."""
+    tok: Tokenizer
+    model: MultitaskBert
+    data: dict[str, dict[str, list]]  # task -> split -> encoded examples
+    player: Player  # the optimizer, its LR schedule, the trained parameters
+    streams: dict[str, TaskStream]  # task -> its training batches
+    phases: list[Phase]  # the epochs
+    n_batches: dict[str, int]  # task -> its batches per epoch
+    total_steps: int
+    pcgrad: tuple | None  # --pcgrad: (shared params, each task's own params, generator)
+    pcgrad_gen: torch.Generator  # PCGrad's order draws (saved with the checkpoints)
+    ema: EMA | None  # --ema
+    precision: Precision  # --amp fp16's loss scaler, --accumulate
+    state: dict = field(default_factory=dict)  # the checkpoint resumed from (run_multitask --resume); {} fresh
+    say: Callable = print  # rank 0's print; a no-op on the other ranks
+
+
+def build(args, world: World = World(), say: Callable = print) -> MultitaskRun:
     """Seeds, model, data, optimizer, schedule, data streams and the step plan of a run (nothing written)."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -65,7 +86,7 @@ def build(args, world: World = World()) -> argparse.Namespace:
     if args.threads:
         torch.set_num_threads(args.threads)
     tok, encoder = load_checkpoint(args)
-    args.max_length = clamp_max_length(args.max_length, tok, log=print if world.is_main else (lambda _: None))
+    args.max_length = clamp_max_length(args.max_length, tok, log=say if world.is_main else (lambda _: None))
     model = build_model(args, encoder)
     data = {t: {s: load_split(args, tok, t, s) for s in ("train", "dev", "test")} for t in args.tasks}
     root = find_data_dir(args.data_dir, required=all_files([tasks.TASKS[t].data for t in args.tasks]))
@@ -98,10 +119,12 @@ def build(args, world: World = World()) -> argparse.Namespace:
                  for t in args.tasks}
     # PCGrad steps see one batch of every task: fewer steps for the same number of examples.
     steps_per_epoch = sum(n_batches.values()) // (len(args.tasks) if args.pcgrad else 1)
-    phases = [("multitask", list(n_batches.items()), steps_per_epoch, args.schedule)] * args.epochs
-    phases += [(f"extra-{t}", [(t, n_batches[t])], n_batches[t], "round_robin")
-               for t, e in args.extra_epochs.items() for _ in range(e)]
-    total_steps = sum(p[2] for p in phases)
+    # Each epoch's schedule draws from its own seed, args.seed + the epoch's index.
+    phases = [Phase("multitask", dict(n_batches), steps_per_epoch, args.schedule) for _ in range(args.epochs)]
+    phases += [Phase(f"extra-{t}", {t: n_batches[t]}, n_batches[t]) for t, e in args.extra_epochs.items()
+               for _ in range(e)]
+    phases = [replace(p, seed=args.seed + k, alpha=args.alpha) for k, p in enumerate(phases)]
+    total_steps = sum(p.steps for p in phases)
     if total_steps == 0:
         raise ValueError("nothing to train: --epochs 0 and no --extra-epochs; train for at least one epoch")
     player = Player(opt, warmup_linear(opt, int(args.warmup * total_steps), total_steps),
@@ -119,18 +142,17 @@ def build(args, world: World = World()) -> argparse.Namespace:
         pcgrad = ([p for p in model.encoder.parameters() if p.requires_grad and id(p) not in mine],
                   [own[t] for t in args.tasks], pcgrad_gen)
     ema = EMA(model, args.ema) if args.ema else None  # starts at the initial weights; the loop updates it
-    return argparse.Namespace(tok=tok, model=model, data=data, player=player, streams=streams, phases=phases,
-                              n_batches=n_batches, total_steps=total_steps, pcgrad=pcgrad, pcgrad_gen=pcgrad_gen,
-                              ema=ema)
+    return MultitaskRun(tok, model, data, player, streams, phases, n_batches, total_steps, pcgrad, pcgrad_gen, ema,
+                        Precision.of(args.amp, args.device, args.accumulate, say=say), say=say)
 
 
-def loop_settings(args, precision: Precision | None = None) -> dict:
-    """The training-loop settings that come straight from the multitask options (training/loop.Loop).
+def loop_settings(args, precision: Precision | None = None, say: Callable = print, desc: str = "") -> dict:
+    """The training-loop settings that come straight from the multitask options (training/engine/loop.Loop).
     precision: --amp fp16's scaler and --accumulate (made here unless given, e.g. to restore its scale)."""
     mixed = args.amp in ("bf16", "fp16")
     on_nonfinite = args.on_nonfinite if args.on_nonfinite != "auto" else ("skip" if mixed else "stop")
-    return dict(seed=args.seed, alpha=args.alpha, clip=args.clip, on_nonfinite=on_nonfinite, max_skips=args.max_skips,
-                time_budget=args.time_budget, log_every=args.log_every, device=args.device,
+    return dict(clip=args.clip, guard=Guard(on_nonfinite, args.max_skips, args.time_budget),
+                report=Report(args.log_every, say=say, desc=desc),
                 precision=precision or Precision.of(args.amp, args.device, args.accumulate))
 
 

@@ -1,6 +1,7 @@
 """RSS over steps of a multitask run (probe, not product)."""
 import os, sys, time, resource, importlib.util
 import torch
+from training.engine import memory
 sys.argv = [sys.argv[0]] + sys.argv[1:]
 spec = importlib.util.spec_from_file_location("rm", "training/run_multitask.py"); rm = importlib.util.module_from_spec(spec); spec.loader.exec_module(rm)
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
@@ -26,7 +27,7 @@ def LoopP(*a, **k):
         if stop and step >= stop:
             print(f"PROBE stop rss {rss():.0f} MB peak {peak():.0f} MB t {time.time()-t0:.0f}s", flush=True); os._exit(0)
     l.on_step = on_step2
-    l.release_every = int(os.environ.get("PROBE_K", l.release_every))
+    memory.RELEASE_EVERY = int(os.environ.get("PROBE_K", memory.RELEASE_EVERY))
     print(f"PROBE built rss {rss():.0f} MB peak {peak():.0f} MB", flush=True)
     return l
 rm.Loop = LoopP

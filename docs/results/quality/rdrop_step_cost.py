@@ -30,8 +30,8 @@ def main() -> None:
     alpha = args.rdrop or 1.0  # the R-Drop steps' weight: --rdrop, else 1
     run = build(args)
     model, opt = run.model.train(), run.player.opt
-    name, plan, n_steps, mode = run.phases[0]
-    order = TaskScheduler(dict(plan), mode=mode, alpha=args.alpha, steps=n_steps, seed=args.seed)
+    phase = run.phases[0]
+    order = TaskScheduler(dict(phase.batches), mode=phase.mode, alpha=phase.alpha, steps=phase.steps, seed=phase.seed)
     batches = []
     for _ in range(own.warmup + own.steps):
         t = next(order)
