@@ -94,7 +94,7 @@ class Precision:
         """The settings of --amp (resolved: none, bf16 or fp16) and --accumulate on a device."""
         kind = torch.device(device).type
         if amp == "fp16" and kind == "cpu":
-            say("note: --amp fp16 on a CPU is emulated, several times slower than fp32 (README, --amp): it is "
+            say("note: --amp fp16 on a CPU is emulated, several times slower than fp32 (docs/USAGE.md, --amp): it is "
                 "there to test the fp16 path; for speed leave out --amp")
         return cls(torch.amp.GradScaler(kind) if amp == "fp16" else None, accumulate, no_sync)
 

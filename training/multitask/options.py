@@ -81,7 +81,7 @@ SHARED = {
                        "with dynamic loss scaling (torch.amp.GradScaler), for CUDA GPUs without native bf16 (T4, "
                        "V100); on a CPU it is emulated and several times slower than fp32, for tests only. auto: bf16 "
                        "where it is native, fp16 on other CUDA GPUs, none (fp32) elsewhere, Apple MPS included "
-                       "(README, section on --amp). run_multitask, run_distill and run_mlm default to auto, "
+                       "(docs/USAGE.md, section on --amp). run_multitask, run_distill and run_mlm default to auto, "
                        "run_classifier and run_gan to none"),
     "--accumulate": dict(type=int, default=1, metavar="N",
                          help="N micro-batches of --batch-size per optimizer step (gradient accumulation): the "

@@ -126,18 +126,19 @@ STS_LOSSES = {"mse": lambda out, y: loss_from_output("sts", out, y),
 
 # Column headers as in the course (Similiary sic).
 TASKS: dict[str, Task] = {
-    "sst": Task("sst", False, lambda out, y: loss_from_output("sst", out, y), lambda out: out.argmax(dim=-1),
-                accuracy, lambda out: out.softmax(-1), ("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst,
+    "sst": Task(data="sst", pair=False, loss=lambda out, y: loss_from_output("sst", out, y),
+                predict=lambda out: out.argmax(dim=-1), metric=accuracy, teacher=lambda out: out.softmax(-1),
+                output=("sst", "Predicted_Sentiment", "{:d}"), describe=describe_sst,
                 divergence=symmetric_kl_softmax, decide=lambda probs: probs.argmax(dim=-1)),
-    "quora": Task("quora", True, lambda out, y: loss_from_output("quora", out, y),
-                  lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
-                  accuracy, torch.sigmoid, ("para", "Predicted_Is_Paraphrase", "{:d}"), "pair_mode",
-                  describe=describe_quora, aux_option="quora_mnrl", aux_loss=quora_mnrl,
+    "quora": Task(data="quora", pair=True, loss=lambda out, y: loss_from_output("quora", out, y),
+                  predict=lambda out: (out > 0).long(),  # sigmoid(logit) > 0.5
+                  metric=accuracy, teacher=torch.sigmoid, output=("para", "Predicted_Is_Paraphrase", "{:d}"),
+                  cross_option="pair_mode", describe=describe_quora, aux_option="quora_mnrl", aux_loss=quora_mnrl,
                   divergence=symmetric_kl_bernoulli, decide=lambda p: (p > 0.5).long()),
-    "sts": Task("sts", True, STS_LOSSES["mse"], lambda out: out.clamp(0.0, 5.0),
-                pearson, lambda out: out, ("sts", "Predicted_Similiary", "{:.4f}"), "sts_mode",
-                metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES, divergence=squared_difference,
-                decide=lambda score: score.clamp(0.0, 5.0)),
+    "sts": Task(data="sts", pair=True, loss=STS_LOSSES["mse"], predict=lambda out: out.clamp(0.0, 5.0),
+                metric=pearson, teacher=lambda out: out, output=("sts", "Predicted_Similiary", "{:.4f}"),
+                cross_option="sts_mode", metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES,
+                divergence=squared_difference, decide=lambda score: score.clamp(0.0, 5.0)),
 }
 COURSE_TASKS = ("sst", "quora", "sts")
 
