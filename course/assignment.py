@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .steps import STEPS, Step
+from .steps import LARGE_STEPS, STEPS, Step
 
 HERE = Path(__file__).resolve().parent
 RESOLVED = HERE / "assignment.json"  # in a release and in the autograder's checker
@@ -57,12 +57,15 @@ class Assignment:
 
 
 def default() -> Assignment:
-    return Assignment(tuple(s.number for s in STEPS), {s.number: s.points for s in STEPS}, {})
+    """The standard assignment: every step but the larger-piece assignment's own (LARGE_STEPS), as
+    course/assignment.toml ships."""
+    return Assignment(tuple(s.number for s in STEPS if s.number not in LARGE_STEPS), {s.number: s.points for s in STEPS},
+                      {})
 
 
 def current(root: Path | None = None) -> Assignment:
     """The assignment graded: the graded tree's course/assignment.json (a release), else this checker's
-    (the autograder's), else every step with the table's points (this repository)."""
+    (the autograder's), else the standard assignment's steps with the table's points (this repository)."""
     for path in ([Path(root) / "course" / "assignment.json"] if root is not None else []) + [RESOLVED]:
         if path.is_file():
             break

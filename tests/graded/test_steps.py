@@ -8,11 +8,16 @@
 """
 import pytest
 
+from course import assignment
 from course.grade import check_inline
 from course.steps import STEPS
 
+# A release grades its assignment's steps (course/assignment.json: a larger piece's step is not in the
+# standard one); this repository has no assignment.json and checks every step of the table.
+NUMBERS = list(assignment.current().steps) if assignment.RESOLVED.is_file() else [s.number for s in STEPS]
 
-@pytest.mark.parametrize("step", [s.number for s in STEPS], ids=[f"step{s.number:02d}" for s in STEPS])
+
+@pytest.mark.parametrize("step", NUMBERS, ids=[f"step{n:02d}" for n in NUMBERS])
 def test_step(step, request):
     results = check_inline(step, seed=0, raise_errors=request.config.getoption("--raise", default=False))
     failed = [f"{t.name}: {t.outcome}\n    " + t.message.strip().replace("\n", "\n    ")
