@@ -263,7 +263,7 @@ def readme(fences: list, has_project_readme: bool = True, root: Path = REPO, ste
               "writes `submission.zip` with exactly the graded files, plus the prediction files the trainers "
               "wrote in `predictions/` if there are any. It refuses a tree with a graded file missing and "
               "warns about a step still unfinished. Upload the zip as it is. The graded files:", ""]
-    parts += [f"- `{rel}`" for rel in graded_files()]
+    parts += [f"- `{rel}`" for rel in graded_files(steps=steps)]
     parts += ["", "and the prediction files, when present: " + ", ".join(f"`{p}`" for p in PREDICTION_FILES) + ".",
               "", "## Rules", "",
               "- Write code only in the graded files; do not edit `tests/` or `course/`. Helper functions of your "

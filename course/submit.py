@@ -2,7 +2,7 @@
 
     python -m course.submit [--root ROOT] [--out submission.zip] [--predictions DIR] [--force]
 
-The zip holds exactly the graded files (every file a step of course/steps.py has code in) at their
+The zip holds exactly the graded files (every file a step of the assignment has code in) at their
 repository paths, plus the course's prediction files found in the predictions folder (default
 ROOT/predictions/), as predictions/<name>. Nothing else goes in: not your notebooks, runs/ or
 checkpoints. A missing graded file is an error and nothing is written; a graded file that still
@@ -20,7 +20,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .steps import STEPS
+from . import assignment
+from .steps import Step
 
 # The autograder (course/autograder.py, which stays with the instructors) skips a file larger than this
 # and grades the unchanged release file instead; tests/test_submit.py checks that the two agree.
@@ -37,10 +38,12 @@ STUB_RE = re.compile(r"""^[ \t]*raise[ \t]+NotImplementedError\((?P<q>['"])(?P<l
                      r"""(?P=q)\)[ \t]*(?:#.*)?$""")
 
 
-def graded_files() -> list[str]:
-    """The files a submission must hold: course/autograder.py's editable_files(), computed from the
-    step table here because the release has no autograder.py."""
-    return sorted({path for step in STEPS for path in step.fences})
+def graded_files(root: Path | None = None, steps: list[Step] | None = None) -> list[str]:
+    """The files a submission must hold: those of the steps the assignment grades (ROOT's
+    course/assignment.json, as course/autograder.py's editable_files() reads it; the release has no
+    autograder.py), or of `steps`."""
+    steps = assignment.current(root).table() if steps is None else steps
+    return sorted({path for step in steps for path in step.fences})
 
 
 def unfinished(text: str) -> list[tuple[int, int, str]]:
@@ -56,7 +59,7 @@ def unfinished(text: str) -> list[tuple[int, int, str]]:
 def collect(root: Path, predictions: Path) -> tuple[list[tuple[Path, str]], list[str], list[str], set[int]]:
     """(what goes in as (file, name in the zip), errors, warnings, unfinished steps) for the tree at `root`."""
     entries, errors, warnings, steps = [], [], [], set()
-    for rel in graded_files():
+    for rel in graded_files(root):
         path = root / rel
         if not path.is_file():
             errors.append(f"missing: {rel}")
@@ -83,7 +86,7 @@ def check_out(out: Path, root: Path, predictions: Path) -> str | None:
     """Why the zip may not be written at `out`, or None. The folders it zips (those of the graded files
     and the predictions folder) must not receive it: a later run would find it there."""
     out = out.resolve()
-    zipped = {(root / rel).resolve().parent for rel in graded_files()} | {predictions.resolve()}
+    zipped = {(root / rel).resolve().parent for rel in graded_files(root)} | {predictions.resolve()}
     inside = sorted(str(d) for d in zipped if d == out.parent or d in out.parents)
     if inside:
         return f"{out} is inside a folder that the submission zips ({inside[0]}); write it elsewhere"

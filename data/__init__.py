@@ -2,13 +2,13 @@
 
 from .batching import (BucketBatchSampler, RandomBatchSampler, clamp_max_length, collate,
                        encode_examples, example_lengths, pad_batch, padding_stats, to_device)
-from .datasets import (DEFAULT_TASKS, PAIR_TASKS, TASKS, DataError, Loaded, all_files,
+from .datasets import (TASK_NAMES, PAIR_DATASETS, DATASETS, DataError, Loaded, all_files,
                        find_data_dir, load_cfimdb, load_file, load_quora, load_sst, load_sts, load_task,
                        task_file)
 
 __all__ = [
     "BucketBatchSampler", "RandomBatchSampler", "clamp_max_length", "collate", "encode_examples",
     "example_lengths", "pad_batch", "padding_stats", "to_device",
-    "DEFAULT_TASKS", "PAIR_TASKS", "TASKS", "DataError", "Loaded", "all_files", "find_data_dir",
+    "TASK_NAMES", "PAIR_DATASETS", "DATASETS", "DataError", "Loaded", "all_files", "find_data_dir",
     "load_cfimdb", "load_file", "load_quora", "load_sst", "load_sts", "load_task", "task_file",
 ]

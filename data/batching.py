@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .datasets import PAIR_TASKS, TASKS
+from .datasets import PAIR_DATASETS, DATASETS
 
 # ----------------------------------------------------------------------------- encoding
 
@@ -57,9 +57,9 @@ def encode_examples(tokenizer, examples: Sequence[dict], task: str,
     Pair tasks: two separately encoded sentences `[CLS] a [SEP]`, `[CLS] b [SEP]` (bi-encoder),
     or with cross_encoder=True one `[CLS] a [SEP] b [SEP]` sequence with token types 0/1, and with
     sentences=True also the two sentences on their own, as a bi-encoder pair has them."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    pair = task in PAIR_TASKS
+    if task not in DATASETS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(DATASETS)}")
+    pair = task in PAIR_DATASETS
     if (cross_encoder or sentences) and not pair:
         raise ValueError(f"cross_encoder=True and sentences=True need a sentence-pair task, got {task!r}")
     if not examples:

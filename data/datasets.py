@@ -72,35 +72,37 @@ def _float_label(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
-class TaskSpec(NamedTuple):
+class DatasetSpec(NamedTuple):
+    """One data set's files and columns (a task's loss, metric and head are training/multitask/tasks.py's)."""
     prefix: str  # file name prefix: {prefix}-train.csv, {prefix}-dev.csv, {prefix}-test-student.csv
     text_columns: tuple[str, ...]
     label_column: str
     parse_label: Callable[[str], int | float]
 
 
-TASKS: dict[str, TaskSpec] = {
-    "sst": TaskSpec("ids-sst", ("sentence",), "sentiment", _int_label(0, 4)),
-    "quora": TaskSpec("quora", ("sentence1", "sentence2"), "is_duplicate", _int_label(0, 1)),
-    "sts": TaskSpec("sts", ("sentence1", "sentence2"), "similarity", _float_label(0.0, 5.0)),
-    "cfimdb": TaskSpec("ids-cfimdb", ("sentence",), "sentiment", _int_label(0, 1)),
+DATASETS: dict[str, DatasetSpec] = {
+    "sst": DatasetSpec("ids-sst", ("sentence",), "sentiment", _int_label(0, 4)),
+    "quora": DatasetSpec("quora", ("sentence1", "sentence2"), "is_duplicate", _int_label(0, 1)),
+    "sts": DatasetSpec("sts", ("sentence1", "sentence2"), "similarity", _float_label(0.0, 5.0)),
+    "cfimdb": DatasetSpec("ids-cfimdb", ("sentence",), "sentiment", _int_label(0, 1)),
 }
 SPLITS = {"train": "train", "dev": "dev", "test": "test-student"}
-PAIR_TASKS = frozenset(t for t, spec in TASKS.items() if len(spec.text_columns) == 2)
-# The three tasks of the multitask model; cfimdb is only used in the single-task part 1.
-DEFAULT_TASKS = ("sst", "quora", "sts")
+PAIR_DATASETS = frozenset(t for t, spec in DATASETS.items() if len(spec.text_columns) == 2)
+# The multitask model's three tasks, named once: heads/ (MultitaskBert) and training/ (the task table)
+# take their names from here. cfimdb is a data set only, for the single-task part 1.
+TASK_NAMES = ("sst", "quora", "sts")
 
 
 def task_file(task: str, split: str) -> str:
     """File name of a task's split, e.g. task_file("sst", "test") -> "ids-sst-test-student.csv"."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    if task not in DATASETS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    return f"{TASKS[task].prefix}-{SPLITS[split]}.csv"
+    return f"{DATASETS[task].prefix}-{SPLITS[split]}.csv"
 
 
-def all_files(tasks: Iterable[str] = tuple(TASKS)) -> list[str]:
+def all_files(tasks: Iterable[str] = tuple(DATASETS)) -> list[str]:
     """Every file name of the given tasks, all splits."""
     return [task_file(t, s) for t in tasks for s in SPLITS]
 
@@ -130,7 +132,7 @@ _END = "\n\ue000end of file\ue000"
 _END_ROW = [_END.lstrip("\n")]
 
 
-def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None,
+def _load(path: str | os.PathLike, spec: DatasetSpec, split_has_labels: bool | None,
           skip_bad: bool, unique_ids: bool = True) -> Loaded:
     path = Path(path)
     text = _read_text(path)
@@ -144,7 +146,7 @@ def _load(path: str | os.PathLike, spec: TaskSpec, split_has_labels: bool | None
         csv.field_size_limit(old_limit)
 
 
-def _parse(path: Path, text: str, spec: TaskSpec, split_has_labels: bool | None,
+def _parse(path: Path, text: str, spec: DatasetSpec, split_has_labels: bool | None,
            skip_bad: bool, unique_ids: bool) -> Loaded:
     # newline="" keeps the csv module in charge of line endings, so CRLF files and newlines
     # inside quoted fields both work.
@@ -219,7 +221,7 @@ def _parse(path: Path, text: str, spec: TaskSpec, split_has_labels: bool | None,
     return Loaded(examples, n_skipped)
 
 
-def _parse_row(row: list[str], columns: list[str], where: dict[str, int], spec: TaskSpec,
+def _parse_row(row: list[str], columns: list[str], where: dict[str, int], spec: DatasetSpec,
                has_label: bool) -> dict:
     if len(row) != len(columns):
         # Too few: a field is missing. Too many: an unquoted tab inside a sentence shifted the
@@ -247,25 +249,25 @@ def load_sst(path: str | os.PathLike, split_has_labels: bool | None = None,
     a `sentiment` column. Bad rows raise DataError (file + line) unless skip_bad=True.
     unique_ids=True refuses a repeated id (dev and test files); False keeps such rows and logs
     their count (training files)."""
-    return _load(path, TASKS["sst"], split_has_labels, skip_bad, unique_ids)
+    return _load(path, DATASETS["sst"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_quora(path: str | os.PathLike, split_has_labels: bool | None = None,
                skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """Quora question pairs; `is_duplicate` (written 0.0/1.0) becomes an int 0/1."""
-    return _load(path, TASKS["quora"], split_has_labels, skip_bad, unique_ids)
+    return _load(path, DATASETS["quora"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_sts(path: str | os.PathLike, split_has_labels: bool | None = None,
              skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """STS-B sentence pairs; `similarity` is a float in [0, 5]."""
-    return _load(path, TASKS["sts"], split_has_labels, skip_bad, unique_ids)
+    return _load(path, DATASETS["sts"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_cfimdb(path: str | os.PathLike, split_has_labels: bool | None = None,
                 skip_bad: bool = False, unique_ids: bool = True) -> Loaded:
     """CFIMDB movie reviews with binary sentiment 0/1."""
-    return _load(path, TASKS["cfimdb"], split_has_labels, skip_bad, unique_ids)
+    return _load(path, DATASETS["cfimdb"], split_has_labels, skip_bad, unique_ids)
 
 
 def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -282,7 +284,7 @@ def load_task(task: str, split: str, data_dir: str | os.PathLike | None = None,
 def load_file(path: str | os.PathLike, task: str, split: str, skip_bad: bool = False) -> Loaded:
     """Load a file as one split of a task, whatever its name (load_task finds it by name)."""
     task_file(task, split)  # checks both names
-    return _load(path, TASKS[task], split != "test", skip_bad, unique_ids=split != "train")
+    return _load(path, DATASETS[task], split != "test", skip_bad, unique_ids=split != "train")
 
 
 # ----------------------------------------------------------------------------- locating
@@ -293,7 +295,7 @@ def find_data_dir(data_dir: str | os.PathLike | None = None,
     else ../shared/data next to the repo, else ./data-files. An explicit argument or env var is
     used as given (no silent fallback); the defaults are tried in order. `required`: file names
     that must be present (default: every split of sst, quora and sts)."""
-    required = list(required) if required is not None else all_files(DEFAULT_TASKS)
+    required = list(required) if required is not None else all_files(TASK_NAMES)
     if data_dir is not None:
         candidates, source = [Path(data_dir)], "--data-dir"
     elif os.environ.get(ENV_VAR):

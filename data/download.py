@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 
 if __package__:  # imported as data.download (tests, python -m data.download)
-    from .datasets import SPLITS, TASKS, DataError, all_files, load_file, task_file
+    from .datasets import SPLITS, DATASETS, DataError, all_files, load_file, task_file
 else:  # run as python data/download.py: Python puts this file's folder first on sys.path
-    from datasets import SPLITS, TASKS, DataError, all_files, load_file, task_file
+    from datasets import SPLITS, DATASETS, DataError, all_files, load_file, task_file
 
 # Unverified guess at the raw-file location of the course's public starter repository;
 # override with --base-url when it moves.
@@ -55,7 +55,7 @@ COURSE_CHECKSUMS = {  # the course's own release where it differs from the share
 # the fewest rows a real release can have. The smallest known Quora file has 10,008 rows; the
 # bound leaves room for releases we have not seen and still catches a download cut short early.
 MIN_ROWS = {"quora-train.csv": 10_000, "quora-test-student.csv": 5_000}
-FILE_SPLITS = {task_file(t, s): (t, s) for t in TASKS for s in SPLITS}  # name -> (task, split)
+FILE_SPLITS = {task_file(t, s): (t, s) for t in DATASETS for s in SPLITS}  # name -> (task, split)
 # Stops a wrong URL from filling the disk: the largest file here is ~5 MB, and the course's Quora
 # training file has 4.5x its rows.
 MAX_BYTES = 64 * 2**20
@@ -204,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="URL of the folder holding the files; each file is fetched from "
                         "BASE_URL/NAME. file:///path/to/dir copies a local folder "
                         "(default: %(default)s)")
-    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None,
+    p.add_argument("--tasks", nargs="+", choices=sorted(DATASETS), default=None,
                    help="only fetch the train/dev/test files of these tasks (default: all)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip every check and keep whatever the server sends, e.g. an updated "
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    files = all_files(args.tasks or TASKS)
+    files = all_files(args.tasks or DATASETS)
     try:
         download_all(args.out, args.base_url, files, verify=not args.no_verify,
                      timeout=args.timeout, force=args.force)

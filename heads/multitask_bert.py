@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data.datasets import TASK_NAMES
 from minbert import BertConfig, BertModel, CheckpointError, Tokenizer
 from minbert.safetensors import load_safetensors, save_safetensors
 
@@ -51,7 +52,6 @@ from .pooling import mean_pool
 from .sentiment import SentimentHead
 from .similarity import MAX_SCORE, CosineScore, SimilarityRegressor
 
-TASKS = ("sst", "quora", "sts")
 LAYER_OWNER = "sts"  # with task_layers, the encoder's own top layers are this task's (the exported encoder)
 PAIR_MODES = ("bi", "cross")
 STS_MODES = ("cosine", "regressor", "cross")
@@ -196,7 +196,7 @@ class MultitaskBert(nn.Module):
         if task in self.heads and len(batches) == 1:  # a head added through training/multitask/tasks.py: one sequence
             out = self.encode(batches[0], task)
             return self.heads[task](out["last_hidden_state"], self._mask(batches[0]), pooler_output=out["pooler_output"])
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        raise ValueError(f"unknown task {task!r}; expected one of {TASK_NAMES}")
 
     # ---- a self-contained run folder ----
 
@@ -215,7 +215,7 @@ class MultitaskBert(nn.Module):
                          metadata={"base_model": str(options.get("model"))})
         (tmp / "config.json").write_text(json.dumps(self.encoder.config.to_dict(), indent=2) + "\n", encoding="utf-8")
         tokenizer.save_pretrained(tmp)
-        heads = dict(heads=self.head_config, tasks=list(options.get("tasks", TASKS)),
+        heads = dict(heads=self.head_config, tasks=list(options.get("tasks", TASK_NAMES)),
                      max_length=options.get("max_length") or tokenizer.model_max_length,
                      base_model=str(options.get("model")))
         (tmp / "heads.json").write_text(json.dumps(heads, indent=2) + "\n", encoding="utf-8")

@@ -28,7 +28,7 @@ def reference_rows(path: Path) -> list[dict]:
 @pytest.mark.parametrize("task", sorted(LOADERS))
 @pytest.mark.parametrize("split", ["train", "dev", "test"])
 def test_fixture_splits_match_csv_module_reading(task, split):
-    spec = datasets.TASKS[task]
+    spec = datasets.DATASETS[task]
     path = COURSE / task_file(task, split)
     rows = reference_rows(path)
     loaded = load_task(task, split, COURSE)
@@ -119,7 +119,7 @@ def test_skip_bad_drops_and_counts_every_bad_row(case, caplog):
 
 def test_bad_row_messages_say_what_is_wrong():
     def error(line: str) -> str:
-        spec = datasets.TASKS["sst"]
+        spec = datasets.DATASETS["sst"]
         cols = ["", "id", "sentence", "sentiment"]
         where = {c: cols.index(c) for c in ["id", "sentence", "sentiment"]}
         with pytest.raises(ValueError) as e:
@@ -295,7 +295,7 @@ def test_find_data_dir_error_lists_missing_files_and_fixes(monkeypatch, tmp_path
     with pytest.raises(FileNotFoundError) as e:
         find_data_dir(tmp_path)
     msg = str(e.value)
-    missing = [f for f in all_files(datasets.DEFAULT_TASKS) if f != "ids-sst-train.csv"]
+    missing = [f for f in all_files(datasets.TASK_NAMES) if f != "ids-sst-train.csv"]
     assert all(f in msg for f in missing) and "lacks" in msg
     assert "ids-sst-train.csv" not in msg.split("lacks", 1)[1].split("\n")[0]
     assert "--data-dir" in msg and "MINBERT_DATA_DIR" in msg and "data/download.py" in msg

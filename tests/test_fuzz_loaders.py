@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.datasets import TASKS, DataError, load_cfimdb, load_quora, load_sst, load_sts
+from data.datasets import DATASETS, DataError, load_cfimdb, load_quora, load_sst, load_sts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 SEED_FILES = sorted(FIXTURES.glob("*/*.csv"))
@@ -47,7 +47,7 @@ def write(raw: bytes) -> Path:
 
 def check_result(task: str, loaded, labelled: bool | None) -> None:
     """What a successful load promises: non-empty stripped ids and texts, labels typed and in range."""
-    spec = TASKS[task]
+    spec = DATASETS[task]
     for ex in loaded.examples:
         assert ex["id"] and ex["id"] == ex["id"].strip()
         for c in spec.text_columns:
@@ -119,7 +119,7 @@ def write_row(fields: list[str], newline: str) -> str:
 @st.composite
 def generated_file(draw, with_bad_rows: bool):
     task = draw(st.sampled_from(sorted(LOADERS)))
-    spec = TASKS[task]
+    spec = DATASETS[task]
     extra_index = draw(st.booleans())  # the test-student files' extra leading column
     header = ([""] if extra_index else []) + ["", "id", *spec.text_columns, spec.label_column]
     rows, expected, bad_lines, good_rows = [], [], [], []

@@ -50,6 +50,27 @@ def test_no_two_product_files_share_a_name():
     assert not {k: v for k, v in seen.items() if len(v) > 1}
 
 
+def test_each_task_name_table_is_defined_in_one_file_and_the_task_names_once():
+    """One name, one thing: data/datasets.py names the tasks (TASK_NAMES) and the data sets (DATASETS),
+    training/multitask/tasks.py holds the task table (TASKS); heads/ and training/ import the names."""
+    defined: dict[str, list[str]] = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            for node in ast.parse(p.read_text(encoding="utf-8")).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for t in targets:
+                    if isinstance(t, ast.Name) and ("TASK" in t.id or t.id == "DATASETS"):
+                        defined.setdefault(t.id, []).append(str(p.relative_to(ROOT)))
+    assert {k: v for k, v in defined.items() if len(v) > 1} == {}
+    assert defined["TASK_NAMES"] == ["data/datasets.py"] and defined["DATASETS"] == ["data/datasets.py"]
+    assert defined["TASKS"] == ["training/multitask/tasks.py"]
+    from data import datasets
+    from heads import multitask_bert
+    from training.multitask import tasks
+    assert multitask_bert.TASK_NAMES is datasets.TASK_NAMES and tuple(tasks.TASKS) == datasets.TASK_NAMES
+    assert all(row.data in datasets.DATASETS for row in tasks.TASKS.values())
+
+
 def test_the_loop_has_at_most_15_fields_each_record_a_dataclass():
     from training.engine.loop import Loop
     fields = dataclasses.fields(Loop)

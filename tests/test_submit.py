@@ -31,8 +31,8 @@ def make_tree(tmp_path: Path, with_course: bool = True) -> Path:
     for rel in autograder.editable_files():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text((ROOT / rel).read_text(encoding="utf-8") + EDIT, encoding="utf-8")
-    if with_course:  # the release holds steps.py and submit.py, not autograder.py
-        for rel in ("course/__init__.py", "course/steps.py", "course/submit.py"):
+    if with_course:  # the release holds assignment.py, steps.py and submit.py, not autograder.py
+        for rel in ("course/__init__.py", "course/assignment.py", "course/steps.py", "course/submit.py"):
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tree / rel)
     preds = tree / "predictions"
@@ -173,3 +173,16 @@ def test_help_explains_itself(tmp_path):
     assert r.returncode == 0
     for word in ("--out", "--predictions", "--force", "NotImplementedError", "Gradescope"):
         assert word in r.stdout
+
+
+def test_the_graded_files_follow_the_trees_assignment(tmp_path):
+    """The standard assignment leaves step 12's file (shipped solved) out; the larger-piece one asks for it."""
+    from course import assignment
+    from course.steps import STEPS
+    large = assignment.load(ROOT / "course" / "assignment-large.toml")
+    (tmp_path / "course").mkdir()
+    (tmp_path / "course" / "assignment.json").write_text(large.to_json())
+    step12 = set(next(s for s in STEPS if s.number == 12).fences)
+    assert step12 <= set(submit.graded_files(tmp_path))
+    assert not step12 & set(submit.graded_files())  # this repository: the standard assignment
+    assert set(submit.graded_files(tmp_path)) == {p for s in STEPS if s.number in large.steps for p in s.fences}

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from data.batching import encode_examples
-from data.datasets import find_data_dir, load_task, task_file
+from data.datasets import TASK_NAMES, find_data_dir, load_task, task_file
 from heads.multitask_bert import MultitaskBert, read_run
 from minbert import Tokenizer
 from training.multitask import options, tasks
 from training.multitask.splits import sample
-from training.multitask.tasks import COURSE_TASKS, TASKS
+from training.multitask.tasks import TASKS
 
 SPLITS = ("dev", "test")
 
@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def common_tasks(infos: list[dict]) -> list[str]:
     """The course tasks every member was trained on (a member's other heads are untrained)."""
-    common = [t for t in COURSE_TASKS if all(t in info["tasks"] for info in infos)]
+    common = [t for t in TASK_NAMES if all(t in info["tasks"] for info in infos)]
     if not common:
         trained = "; ".join(f"{info['directory']}: {', '.join(info['tasks'])}" for info in infos)
         raise ValueError(f"the runs share no course task ({trained}); an ensemble averages the same task's "

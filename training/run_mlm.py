@@ -30,7 +30,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from data.batching import clamp_max_length, encode_examples
-from data.datasets import DataError, TASKS, all_files, find_data_dir, load_task
+from data.datasets import DATASETS, DataError, all_files, find_data_dir, load_task
 from minbert import AdamW, BertModel, CheckpointNotFound, Tokenizer
 from training.engine import checkpointing
 from training.multitask import splits
@@ -106,7 +106,7 @@ def training_sentences(args, tok: Tokenizer) -> list[dict]:
         if skipped:
             print(f"  {name}-train: skipped {skipped} bad rows")
         for ex in examples:
-            for column in TASKS[name].text_columns:
+            for column in DATASETS[name].text_columns:
                 seen.setdefault(ex[column].strip())
     sentences = splits.sample([s for s in seen if s], args.limit_train)
     if not sentences:

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data.datasets import TASK_NAMES
 from data.batching import BucketBatchSampler, collate, example_lengths, to_device
 from heads.similarity import MAX_SCORE
 from training.engine.checkpointing import atomic_write
@@ -37,7 +38,7 @@ from training.multitask.pair_losses import cosent_loss, quora_mnrl
 
 @dataclass(frozen=True)
 class Task:
-    data: str  # the data set in data.datasets.TASKS: its files and columns
+    data: str  # the data set in data.datasets.DATASETS: its files and columns
     pair: bool  # sentence pairs (quora, sts) or single sentences
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
     predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> the prediction written to the file
@@ -140,12 +141,11 @@ TASKS: dict[str, Task] = {
                 cross_option="sts_mode", metric_name="Pearson r", loss_option="sts_loss", losses=STS_LOSSES,
                 divergence=squared_difference, decide=lambda score: score.clamp(0.0, 5.0)),
 }
-COURSE_TASKS = ("sst", "quora", "sts")
 
 
 def overall(scores: dict[str, float]) -> float | None:
     """The course's overall score; None unless all three course tasks were evaluated."""
-    if not all(t in scores for t in COURSE_TASKS):
+    if not all(t in scores for t in TASK_NAMES):
         return None
     return (scores["sst"] + scores["quora"] + (scores["sts"] + 1) / 2) / 3
 
