@@ -23,14 +23,12 @@ from pathlib import Path
 
 from .grade import REPO, grade, gradescope_json
 from .sandbox import RUNNER_USER
-from . import assignment
-
-MAX_FILE = 2**20  # a submitted source file larger than this is not taken
+from .submit import MAX_FILE, graded_files  # one definition for both sides; a larger source file is not taken
 
 
 def editable_files() -> list[str]:
-    """The files students submit: those of the steps this assignment grades."""
-    return sorted({path for step in assignment.current().table() for path in step.fences})
+    """The files students submit: those of the steps this assignment grades (course.submit packs the same)."""
+    return graded_files()
 
 
 def assemble(scaffold: Path, submission: Path, dest: Path) -> list[str]:

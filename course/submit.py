@@ -24,7 +24,7 @@ from . import assignment
 from .steps import Step
 
 # The autograder (course/autograder.py, which stays with the instructors) skips a file larger than this
-# and grades the unchanged release file instead; tests/test_submit.py checks that the two agree.
+# and grades the unchanged release file instead; it imports this limit and graded_files() from here.
 MAX_FILE = 2**20
 
 # The course's prediction files: training/multitask/tasks.py's output prefixes (sst, para, sts) and the part-1

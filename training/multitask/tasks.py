@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.datasets import TASK_NAMES
 from data.batching import BucketBatchSampler, collate, example_lengths, to_device
+from data.datasets import TASK_NAMES
 from heads.similarity import MAX_SCORE
 from training.engine.checkpointing import atomic_write
 from training.multitask.pair_losses import cosent_loss, quora_mnrl
